@@ -1,0 +1,60 @@
+"""Typed settings for the whole server, read from FASTML_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Built once by the app factory (or a job process) and passed down; never a module global."""
+
+    model_config = SettingsConfigDict(env_prefix="FASTML_", extra="ignore")
+
+    model_dir: Path = PROJECT_DIR / "ML" / "saved_models"
+    # Job records, uploads waiting for training, the generated secret and admin password.
+    state_dir: Path | None = None
+    log_path: Path = PROJECT_DIR / "ML_server.log"
+    secret_key: SecretStr | None = None
+
+    # Users: the fast-ml pair (admin role) and/or a users file of hashed passwords.
+    service_user: str | None = Field(
+        default=None, validation_alias=AliasChoices("SERVICE_USER", "FASTML_SERVICE_USER")
+    )
+    service_pass: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SERVICE_PASS", "FASTML_SERVICE_PASS")
+    )
+    users_file: Path | None = None
+    login_max_failures: int = Field(default=10, ge=1)
+    login_window_seconds: float = Field(default=60.0, gt=0)
+
+    # Limits, checked before parsing.
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    max_training_rows: int = Field(default=2_000_000, ge=2)
+    max_columns: int = Field(default=1_000, ge=2)
+    max_classes: int = Field(default=1_000, ge=2)
+    max_predict_rows: int = Field(default=10_000, ge=1)
+    csv_chunk_rows: int = Field(default=20_000, ge=1)
+
+    # Jobs and models.
+    training_processes: int = Field(default=1, ge=1)
+    recent_jobs_limit: int = Field(default=100, ge=1)
+    model_poll_seconds: float = Field(default=0.5, gt=0)
+    broker_url: str | None = None
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        return self.state_dir or self.model_dir / "_state"
+
+    @property
+    def jobs_db_path(self) -> Path:
+        return self.resolved_state_dir / "jobs.sqlite3"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.resolved_state_dir / "uploads"

@@ -1,0 +1,58 @@
+"""Exceptions a client can fix; the REST layer maps each to one HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FastMLError(Exception):
+    """A problem caused by the caller's input; the message says what to fix."""
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class InvalidName(FastMLError):
+    """A model name that does not match the allowed pattern."""
+
+
+class InvalidDataset(FastMLError):
+    """A CSV that cannot be used: empty, binary, ragged, wrong columns, one class, ..."""
+
+
+class DatasetTooLarge(FastMLError):
+    """A dataset over a configured limit (bytes, rows, columns)."""
+
+
+class UnknownEstimator(FastMLError):
+    """An estimator name missing from the registry."""
+
+
+class InvalidParams(FastMLError):
+    """Hyperparameters, test_size or cv the estimator does not accept."""
+
+
+class InvalidInput(FastMLError):
+    """Prediction input that does not match the model's features; details name each field."""
+
+
+class ModelNotFound(FastMLError):
+    """No model (or no such version of it) in the store."""
+
+
+class ModelConflict(FastMLError):
+    """The request clashes with the store's state, e.g. deleting the current version."""
+
+
+class ModelUnusable(FastMLError):
+    """A stored version that must not be loaded: bad signature, foreign scikit-learn, ..."""
+
+
+class JobNotFound(FastMLError):
+    """No job with that id."""
+
+
+class JobConflict(FastMLError):
+    """The job is in a state that does not allow the action (e.g. cancel a running job)."""

@@ -1,0 +1,373 @@
+"""Training job records, shared by every server and job process through one SQLite file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from ML.errors import JobConflict, JobNotFound
+
+logger = logging.getLogger(__name__)
+
+# Long enough to ride out another process's write transaction (they are all tiny).
+BUSY_TIMEOUT_SECONDS = 10.0
+
+ORPHAN_ERROR = "the server process running this job stopped; train again"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    options TEXT NOT NULL,
+    upload_path TEXT,
+    owner TEXT,
+    result TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_model ON jobs (model_name, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, owner);
+CREATE TABLE IF NOT EXISTS owners (
+    owner TEXT PRIMARY KEY,
+    heartbeat_at REAL NOT NULL
+);
+"""
+
+# Queries are whole literals (no string building), so nothing user-supplied reaches SQL text.
+_INSERT = (
+    "INSERT INTO jobs (id, kind, model_name, status, created_at, options, upload_path, owner) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_ONE = (
+    "SELECT id, kind, model_name, status, created_at, started_at, finished_at, "
+    "options, upload_path, owner, result, error FROM jobs WHERE id = ?"
+)
+_SELECT_RECENT = (
+    "SELECT id, kind, model_name, status, created_at, started_at, finished_at, "
+    "options, upload_path, owner, result, error FROM jobs "
+    "ORDER BY created_at DESC, rowid DESC LIMIT ?"
+)
+_SELECT_RECENT_OF_MODEL = (
+    "SELECT id, kind, model_name, status, created_at, started_at, finished_at, "
+    "options, upload_path, owner, result, error FROM jobs WHERE model_name = ? "
+    "ORDER BY created_at DESC, rowid DESC LIMIT ?"
+)
+_SELECT_ORPHANS = (
+    "SELECT id, status FROM jobs WHERE status IN ('queued', 'running') "
+    "AND (owner IS NULL OR owner NOT IN (SELECT owner FROM owners WHERE heartbeat_at >= ?)) "
+    "ORDER BY created_at, rowid"
+)
+_HEARTBEAT = (
+    "INSERT INTO owners (owner, heartbeat_at) VALUES (?, ?) "
+    "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+)
+_SUCCEED = (
+    "UPDATE jobs SET status = 'succeeded', finished_at = ?, result = ? "
+    "WHERE id = ? AND status = 'running'"
+)
+_FAIL = (
+    "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? "
+    "WHERE id = ? AND status IN ('queued', 'running')"
+)
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: str
+    model_name: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    options: dict[str, Any]
+    upload_path: str | None
+    owner: str | None
+    result: dict[str, Any] | None
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The client's view: JSON-friendly, without server-side paths and process names."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "model_name": self.model_name,
+            "status": self.status.value,
+            "created_at": self.created_at.isoformat(),
+            "started_at": _iso_or_none(self.started_at),
+            "finished_at": _iso_or_none(self.finished_at),
+            "options": self.options,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+class JobStore:
+    """Job records in one SQLite file; every call opens its own connection.
+
+    A connection per call keeps the store safe from any thread (asyncio's to_thread pool)
+    and picklable into job processes; opening a SQLite file costs microseconds.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            # WAL lets readers (GET /jobs) run while a job process writes.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    def create(
+        self, model_name: str, options: dict[str, Any], upload_path: str, owner: str
+    ) -> JobRecord:
+        job_id = str(uuid.uuid4())
+        with self._connect() as conn:
+            conn.execute(
+                _INSERT,
+                (
+                    job_id,
+                    "train",
+                    model_name,
+                    JobStatus.QUEUED.value,
+                    _now_iso(),
+                    _to_json(options),
+                    upload_path,
+                    owner,
+                ),
+            )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> JobRecord:
+        canonical = _canonical_id(job_id)
+        if canonical is not None:
+            with self._connect() as conn:
+                row = conn.execute(_SELECT_ONE, (canonical,)).fetchone()
+            if row is not None:
+                return _record(row)
+        raise _not_found(job_id)
+
+    def list_recent(self, limit: int, model_name: str | None = None) -> list[JobRecord]:
+        """The newest jobs first, optionally only those of one model."""
+        limit = max(limit, 0)
+        with self._connect() as conn:
+            if model_name is None:
+                rows = conn.execute(_SELECT_RECENT, (limit,)).fetchall()
+            else:
+                rows = conn.execute(_SELECT_RECENT_OF_MODEL, (model_name, limit)).fetchall()
+        return [_record(row) for row in rows]
+
+    def claim(self, job_id: str, owner: str) -> bool:
+        """Move a queued job to running for `owner`; False if it is not queued any more."""
+        with self._connect() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, owner = ? WHERE id = ? AND status = ?",
+                (JobStatus.RUNNING.value, _now_iso(), owner, job_id, JobStatus.QUEUED.value),
+            )
+        return cursor.rowcount == 1
+
+    def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
+        """Record the result of a running job; False (and no change) if it is not running."""
+        return self._finish(job_id, _SUCCEED, _to_json(result), JobStatus.SUCCEEDED)
+
+    def fail(self, job_id: str, error: str) -> bool:
+        """Fail a queued or running job; False (and no change) if it has already finished."""
+        return self._finish(job_id, _FAIL, error, JobStatus.FAILED)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        canonical = _canonical_id(job_id)
+        if canonical is None:
+            raise _not_found(job_id)
+        with self._transaction() as conn:
+            row = conn.execute("SELECT status FROM jobs WHERE id = ?", (canonical,)).fetchone()
+            if row is None:
+                raise _not_found(job_id)
+            status = JobStatus(row[0])
+            if status is not JobStatus.QUEUED:
+                raise JobConflict(f"{_describe(status)}; only queued jobs can be cancelled")
+            conn.execute(
+                "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ?",
+                (JobStatus.CANCELLED.value, _now_iso(), canonical),
+            )
+        return self.get(canonical)
+
+    def heartbeat(self, owner: str) -> None:
+        """Record that the server process `owner` is alive and answers for its jobs."""
+        with self._connect() as conn:
+            conn.execute(_HEARTBEAT, (owner, time.time()))
+
+    def retire(self, owner: str) -> None:
+        """Forget a server process that shut down, so live peers take its queued jobs at once."""
+        with self._connect() as conn:
+            conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+
+    def recover_orphans(
+        self, stale_after_seconds: float, new_owner: str
+    ) -> tuple[list[str], list[str]]:
+        """Take over the jobs of server processes that stopped heart-beating.
+
+        Their running jobs are failed (the process that ran them is gone); their queued jobs
+        move to `new_owner`, which must submit them again (and counts as alive from now on).
+        One transaction, so two recovering processes never take the same job.
+        Returns (failed_ids, requeued_ids).
+        """
+        cutoff = time.time() - stale_after_seconds
+        with self._transaction() as conn:
+            # The recovering process is alive by definition; saying so in the same
+            # transaction keeps a racing recoverer from taking these jobs back.
+            conn.execute(_HEARTBEAT, (new_owner, time.time()))
+            rows = conn.execute(_SELECT_ORPHANS, (cutoff,)).fetchall()
+            failed = [job_id for job_id, status in rows if status == JobStatus.RUNNING.value]
+            requeued = [job_id for job_id, status in rows if status == JobStatus.QUEUED.value]
+            now = _now_iso()
+            conn.executemany(
+                "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+                [(JobStatus.FAILED.value, now, ORPHAN_ERROR, job_id) for job_id in failed],
+            )
+            conn.executemany(
+                "UPDATE jobs SET owner = ? WHERE id = ?",
+                [(new_owner, job_id) for job_id in requeued],
+            )
+            # Stale owners own nothing active any more; drop them so the table stays small.
+            conn.execute(
+                "DELETE FROM owners WHERE heartbeat_at < ? AND owner != ?", (cutoff, new_owner)
+            )
+        if failed or requeued:
+            logger.warning(
+                "recovered jobs of stopped server processes: failed %s, requeued %s",
+                failed,
+                requeued,
+            )
+        return failed, requeued
+
+    def _finish(self, job_id: str, query: str, outcome: str | None, status: JobStatus) -> bool:
+        with self._connect() as conn:
+            cursor = conn.execute(query, (_now_iso(), outcome, job_id))
+        if cursor.rowcount == 1:
+            return True
+        current = self.get(job_id)  # raises JobNotFound for an unknown id
+        logger.warning("job %s is already %s; not marking it %s", job_id, current.status, status)
+        return False
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # Autocommit: each statement is its own transaction unless _transaction opens one.
+        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken up front, so read-then-write steps cannot interleave."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    (
+        job_id,
+        kind,
+        model_name,
+        status,
+        created_at,
+        started_at,
+        finished_at,
+        options,
+        upload_path,
+        owner,
+        result,
+        error,
+    ) = row
+    return JobRecord(
+        id=job_id,
+        kind=kind,
+        model_name=model_name,
+        status=JobStatus(status),
+        created_at=datetime.fromisoformat(created_at),
+        started_at=_datetime_or_none(started_at),
+        finished_at=_datetime_or_none(finished_at),
+        options=json.loads(options),
+        upload_path=upload_path,
+        owner=owner,
+        result=None if result is None else json.loads(result),
+        error=error,
+    )
+
+
+def _canonical_id(job_id: str) -> str | None:
+    """The stored form of a job id, or None when it is not a UUID at all."""
+    try:
+        return str(uuid.UUID(job_id))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _not_found(job_id: str) -> JobNotFound:
+    shown = job_id if len(job_id) <= 64 else job_id[:64] + "..."
+    return JobNotFound(f"job '{shown}' not found")
+
+
+def _describe(status: JobStatus) -> str:
+    if status is JobStatus.RUNNING:
+        return "job is running"
+    if status is JobStatus.CANCELLED:
+        return "job is already cancelled"
+    return f"job has already {status.value}"
+
+
+def _to_json(value: dict[str, Any]) -> str:
+    return json.dumps(value, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    # Metrics may hold numpy scalars or arrays; both know how to become plain Python.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot store a {type(value).__name__} in a job record")
+
+
+def _now_iso() -> str:
+    # A fixed format (always with microseconds) keeps text order equal to time order.
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _datetime_or_none(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _iso_or_none(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

@@ -1,0 +1,106 @@
+"""The server's signing secret: FASTML_SECRET_KEY, or one generated once and kept 0600 on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import stat
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SECRET_FILE_NAME = "secret_key"  # noqa: S105 (a file name, not a secret)
+MIN_KEY_CHARS = 16
+GENERATED_KEY_BYTES = 32
+HOW_TO_MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_hex(32))"'
+
+
+def load_or_create_secret(configured: str | None, state_dir: Path) -> bytes:
+    """The configured key if set, else the key in `state_dir/secret_key`, created on first use.
+
+    Several gunicorn workers may start at once: exactly one of them creates the file and
+    every one of them returns the same key.
+    """
+    if configured:
+        if len(configured) < MIN_KEY_CHARS:
+            raise ValueError(
+                f"FASTML_SECRET_KEY is {len(configured)} characters; use at least {MIN_KEY_CHARS}, "
+                f"e.g. make one with: {HOW_TO_MAKE_A_KEY}"
+            )
+        return configured.encode("utf-8")
+    path = state_dir / SECRET_FILE_NAME
+    if write_private_file(path, secrets.token_hex(GENERATED_KEY_BYTES) + "\n"):
+        logger.info("generated a new secret key in %s", path)
+    return _read_secret_file(path)
+
+
+def write_private_file(path: Path, text: str) -> bool:
+    """Create `path` (mode 0600) holding `text` unless it exists; True if this call created it.
+
+    The content is complete before the name appears: it is written to a private temp file,
+    then hard-linked to `path`, which fails if another process got there first.
+    """
+    if path.exists():
+        return False
+    _ensure_private_dir(path.parent)
+    # mkstemp creates the file with mode 0600 whatever the umask.
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as temp_file:
+            temp_file.write(text)
+            temp_file.flush()
+            os.fsync(temp_file.fileno())
+        try:
+            os.link(temp_name, path)
+        except FileExistsError:
+            return False
+        _fsync_dir(path.parent)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+
+
+def _ensure_private_dir(directory: Path) -> None:
+    # Only a directory we create gets 0700; an existing one (a shared volume) is left as it is.
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700, parents=True)
+
+
+def _read_secret_file(path: Path) -> bytes:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        logger.warning(
+            "secret key file %s has mode %o and is readable by other users; run: chmod 600 %s",
+            path,
+            mode,
+            path,
+        )
+    text = path.read_text(encoding="utf-8").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < MIN_KEY_CHARS:
+        raise ValueError(
+            f"secret key file {path} does not hold at least {MIN_KEY_CHARS} hex-encoded bytes; "
+            "delete it to generate a new key (models signed with the old key become unusable) "
+            "or set FASTML_SECRET_KEY"
+        )
+    return key
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a new directory entry durable; skipped where the filesystem cannot fsync a dir."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)

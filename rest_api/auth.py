@@ -1,0 +1,205 @@
+"""HTTP basic auth: verify once per worker, cache, throttle failures, check roles.
+
+Authentication runs in an ASGI middleware, before any route reads the body, so an
+unauthenticated upload is refused without reading it. Routes then only check the role.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from rest_api.errors import ApiError, send_error
+from rest_api.passwords import verify_password
+from rest_api.users import Role, UserRecord
+
+PUBLIC_PATHS = frozenset({"/", "/health/live", "/health/ready"})
+REALM_HEADER = (b"www-authenticate", b'Basic realm="fastml", charset="UTF-8"')
+# A hash to verify against for unknown users, so their failures cost as long as known ones.
+_DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: Role
+
+
+class AuthFailed(Exception):
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+class LoginThrottle:
+    """Counts failed logins per (client, user) in a sliding window, in this worker's memory."""
+
+    def __init__(self, max_failures: int, window_seconds: float, max_keys: int = 10_000) -> None:
+        self.max_failures = max_failures
+        self.window_seconds = window_seconds
+        self.max_keys = max_keys
+        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+
+    def retry_after(self, key: tuple[str, str], now: float) -> int | None:
+        """Seconds until this key may try again, or None when it may try now."""
+        failures = self._failures.get(key)
+        if failures is None:
+            return None
+        while failures and failures[0] <= now - self.window_seconds:
+            failures.popleft()
+        if len(failures) < self.max_failures:
+            return None
+        return max(1, math.ceil(failures[0] + self.window_seconds - now))
+
+    def record_failure(self, key: tuple[str, str], now: float) -> None:
+        failures = self._failures.setdefault(key, deque(maxlen=self.max_failures))
+        failures.append(now)
+        self._failures.move_to_end(key)
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
+
+    def clear(self, key: tuple[str, str]) -> None:
+        self._failures.pop(key, None)
+
+
+class Authenticator:
+    """Checks basic credentials; a password verified once is remembered as a keyed digest."""
+
+    def __init__(self, users: dict[str, UserRecord], throttle: LoginThrottle) -> None:
+        self._users = users
+        self._throttle = throttle
+        self._cache_key = secrets.token_bytes(32)
+        # username -> digest of the last password that verified; compared in constant time.
+        self._verified: dict[str, bytes] = {}
+        # Raw Authorization header -> user, for the hot path: a dict hit skips base64 and HMAC.
+        self._by_header: dict[bytes, User] = {}
+
+    def authenticate(self, authorization: bytes | None, client: str) -> User:
+        if authorization is not None:
+            user = self._by_header.get(authorization)
+            if user is not None:
+                return user
+        name, password = _parse_basic(authorization)
+        key = (client, name)
+        now = time.monotonic()
+        retry_after = self._throttle.retry_after(key, now)
+        if retry_after is not None:
+            raise AuthFailed(429, "too many failed logins; try again later", retry_after)
+        record = self._users.get(name)
+        if record is None or not self._check(record, password):
+            self._throttle.record_failure(key, now)
+            raise AuthFailed(401, "wrong user name or password")
+        self._throttle.clear(key)
+        user = User(record.name, record.role)
+        if authorization is not None and len(self._by_header) < 10_000:
+            self._by_header[authorization] = user
+        return user
+
+    def _check(self, record: UserRecord, password: str) -> bool:
+        digest = hmac.new(self._cache_key, password.encode(), hashlib.sha256).digest()
+        cached = self._verified.get(record.name)
+        if cached is not None:
+            return hmac.compare_digest(cached, digest)
+        if record.plain_password is not None:
+            expected = hmac.new(
+                self._cache_key, record.plain_password.encode(), hashlib.sha256
+            ).digest()
+            is_valid = hmac.compare_digest(expected, digest)
+        else:
+            is_valid = verify_password(record.password_hash or _DUMMY_HASH, password)
+        if is_valid:
+            self._verified[record.name] = digest
+        return is_valid
+
+
+def _parse_basic(authorization: bytes | None) -> tuple[str, str]:
+    if not authorization:
+        raise AuthFailed(401, "authentication required: send HTTP basic credentials")
+    scheme, _, encoded = authorization.partition(b" ")
+    if scheme.lower() != b"basic":
+        raise AuthFailed(401, "only HTTP basic authentication is supported")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthFailed(401, "malformed basic credentials") from None
+    name, separator, password = decoded.partition(":")
+    if not separator:
+        raise AuthFailed(401, "malformed basic credentials: expected user:password")
+    return name, password
+
+
+class AuthMiddleware:
+    """Authenticates every request but the public ones before the app reads the body."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        authorization = None
+        for header_name, value in scope["headers"]:
+            if header_name == b"authorization":
+                authorization = value
+                break
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        try:
+            user = self.authenticator.authenticate(authorization, client)
+        except AuthFailed as failure:
+            await _send_auth_failure(scope, send, failure)
+            return
+        scope.setdefault("state", {})["user"] = user
+        await self.app(scope, receive, send)
+
+
+async def _send_auth_failure(scope: Scope, send: Send, failure: AuthFailed) -> None:
+    headers = [REALM_HEADER] if failure.status == 401 else []
+    if failure.retry_after is not None:
+        headers.append((b"retry-after", str(failure.retry_after).encode()))
+    await send_error(scope, send, failure.status, failure.message, headers)
+
+
+def current_user(request: Request) -> User:
+    user: User | None = request.scope.get("state", {}).get("user")
+    if user is None:  # only reachable if the middleware was bypassed
+        raise ApiError(401, "authentication required")
+    return user
+
+
+# Declared so Swagger offers "Authorize"; the middleware has already checked the header.
+_BASIC_SCHEME = HTTPBasic(auto_error=False, description="fastml user name and password")
+
+
+def require_role(role: Role) -> Any:
+    def dependency(
+        request: Request, _: Annotated[HTTPBasicCredentials | None, Depends(_BASIC_SCHEME)]
+    ) -> User:
+        user = current_user(request)
+        if not user.role.allows(role):
+            raise ApiError(
+                403, f"user '{user.name}' has role {user.role.value}; this needs {role.value}"
+            )
+        return user
+
+    return Depends(dependency)
+
+
+Predictor = Annotated[User, require_role(Role.PREDICTOR)]
+Trainer = Annotated[User, require_role(Role.TRAINER)]
+Admin = Annotated[User, require_role(Role.ADMIN)]

@@ -1,0 +1,179 @@
+"""One JSON error shape for every failure, and the table mapping ML errors to statuses.
+
+Every error answer looks like:
+
+    {"error": {"status": 422, "code": "invalid_dataset", "message": "...", "details": [...]},
+     "request_id": "..."}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import Scope, Send
+
+from ML import errors
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[errors.FastMLError], int] = {
+    errors.InvalidName: 422,
+    errors.InvalidDataset: 422,
+    errors.DatasetTooLarge: 413,
+    errors.UnknownEstimator: 422,
+    errors.InvalidParams: 422,
+    errors.InvalidInput: 422,
+    errors.ModelNotFound: 404,
+    errors.ModelConflict: 409,
+    errors.ModelUnusable: 409,
+    errors.JobNotFound: 404,
+    errors.JobConflict: 409,
+}
+
+CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "content_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An HTTP-level failure raised by the REST layer itself (auth, content type, limits)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details or []
+        self.headers = headers or {}
+
+
+def status_for(exc: errors.FastMLError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 400
+
+
+def error_code(exc: errors.FastMLError) -> str:
+    """InvalidDataset -> invalid_dataset: stable codes clients can switch on."""
+    name = type(exc).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def error_body(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+    request_id: str | None = None,
+) -> bytes:
+    return orjson.dumps(
+        {
+            "error": {
+                "status": status,
+                "code": code or CODE_BY_STATUS.get(status, "error"),
+                "message": message,
+                "details": details or [],
+            },
+            "request_id": request_id,
+        }
+    )
+
+
+async def send_error(
+    scope: Scope,
+    send: Send,
+    status: int,
+    message: str,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Answer from an ASGI middleware, before the app ran; closes the connection so a
+    client still streaming a body it was refused does not keep it busy."""
+    body = error_body(status, message, request_id=scope.get("state", {}).get("request_id"))
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+        *(extra_headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    request_id = request.scope.get("state", {}).get("request_id")
+    body = error_body(status, message, code=code, details=details, request_id=request_id)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.FastMLError)
+    async def fastml_error(request: Request, exc: errors.FastMLError) -> Response:
+        return error_response(
+            request, status_for(exc), exc.message, code=error_code(exc), details=exc.details
+        )
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(
+            request, exc.status, exc.message, details=exc.details, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        details = [
+            {
+                "field": ".".join(str(part) for part in error["loc"] if part != "body"),
+                "error": error["msg"],
+            }
+            for error in exc.errors()
+        ]
+        summary = "; ".join(f"{d['field']}: {d['error']}" for d in details[:10])
+        return error_response(request, 422, f"invalid request: {summary}", details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}; see /docs"
+        return error_response(request, exc.status_code, message, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        logger.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(
+            request, 500, "internal error; the server log has the details under this request_id"
+        )

@@ -1,0 +1,130 @@
+"""Request and response models: what Swagger shows and what the routes return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Scalar = float | int | str | bool | None
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    code: str = Field(examples=["invalid_dataset"])
+    message: str = Field(examples=["column 'label' not found; the CSV has: a, b, c"])
+    details: list[dict[str, Any]] = []
+
+
+class ErrorView(BaseModel):
+    error: ErrorDetail
+    request_id: str | None
+
+
+class RootView(BaseModel):
+    name: str
+    version: str
+    links: dict[str, str]
+
+
+class HealthView(BaseModel):
+    status: str
+    checks: dict[str, str] = {}
+
+
+class JobView(BaseModel):
+    id: str
+    kind: str
+    model_name: str
+    status: str = Field(examples=["queued"])
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    options: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    links: dict[str, str] = {}
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class VersionView(BaseModel):
+    name: str
+    version: int
+    created_at: str
+    is_current: bool
+    is_usable: bool
+    unusable_reason: str | None
+    size_bytes: int
+    metadata: dict[str, Any]
+
+
+class ModelView(BaseModel):
+    name: str
+    current_version: int | None
+    versions: list[VersionView]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    current_version: int | None
+    versions: list[int]
+    estimator: str | None
+    metrics: dict[str, Any] | None
+
+
+class ModelList(BaseModel):
+    models: list[ModelSummary]
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1)
+
+
+class PredictRequest(BaseModel):
+    """Either `rows` (one object per row) or `columns` (one list per feature)."""
+
+    rows: list[dict[str, Scalar]] | None = Field(
+        default=None,
+        examples=[
+            [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]
+        ],
+    )
+    columns: dict[str, list[Scalar]] | None = None
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    predictions: list[Any]
+    probabilities: list[dict[str, float]] | None = None
+
+
+class EvaluationView(BaseModel):
+    model: str
+    version: int
+    metrics: dict[str, Any]
+
+
+class CompatResponse(BaseModel):
+    """The fast-ml template's answer shape."""
+
+    status: str = Field(examples=["success"])
+    code: int = Field(examples=[200])
+    output: str = Field(examples=["Test accuracy : 97.78 %"])
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorView, "description": description}
+    for status, description in {
+        401: "No or wrong credentials",
+        403: "The user's role may not do this",
+        404: "Unknown model, version or job",
+        413: "Over a size limit",
+        422: "Invalid input; the message and details say what to fix",
+        429: "Too many failed logins; see Retry-After",
+    }.items()
+}

@@ -1,0 +1,31 @@
+"""Uploaded CSV files: kept on disk before a job is accepted, so an accepted job is never lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from fastapi import UploadFile
+from starlette.concurrency import run_in_threadpool
+
+# Form parsing limits for every upload route: one file, a few small fields.
+UPLOAD_FORM_LIMITS: Any = {"max_files": 1, "max_fields": 16, "max_part_size": 64 * 1024}
+
+
+async def save_upload(upload: UploadFile, uploads_dir: Path) -> Path:
+    """Copy the upload to `uploads_dir` and fsync it; returns the new file's path."""
+    return await run_in_threadpool(_copy_synced, upload.file, uploads_dir)
+
+
+def _copy_synced(source: BinaryIO, uploads_dir: Path) -> Path:
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    path = uploads_dir / f"{uuid.uuid4()}.csv"
+    source.seek(0)
+    with open(path, "xb") as target:
+        shutil.copyfileobj(source, target, 1024 * 1024)
+        target.flush()
+        os.fsync(target.fileno())
+    return path

@@ -1,0 +1,153 @@
+"""Who may log in: users from the environment, a users file, or a generated first admin.
+
+Users file format, one user per line (`#` starts a comment):
+
+    alice:trainer:scrypt$131072$8$1$<salt>$<hash>
+    bob:predictor:$argon2id$v=19$m=65536,t=3,p=4$<salt>$<hash>
+
+Add a line with `python -m rest_api.users add NAME --role trainer --file users.txt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import re
+import secrets
+import sys
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from ML.config import Settings
+from ML.secret_key import write_private_file
+from rest_api.passwords import hash_password, is_valid_hash
+
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+GENERATED_ADMIN_FILE = "admin_credentials.txt"
+GENERATED_ADMIN_NAME = "admin"
+
+
+class Role(StrEnum):
+    """Roles nest: an admin may do what a trainer may, a trainer what a predictor may."""
+
+    PREDICTOR = "predictor"
+    TRAINER = "trainer"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    name: str
+    role: Role
+    # Exactly one of these: an scrypt/argon2 hash, or a plain secret held only in memory
+    # (SERVICE_PASS from the environment, the generated admin password).
+    password_hash: str | None = None
+    plain_password: str | None = None
+
+
+class UsersFileError(ValueError):
+    """The users file cannot be used; the message names the line."""
+
+
+def load_users(settings: Settings) -> dict[str, UserRecord]:
+    """Every configured user; when none is, the generated admin (created on first start)."""
+    users: dict[str, UserRecord] = {}
+    if settings.users_file is not None:
+        users.update(read_users_file(settings.users_file))
+    if settings.service_user:
+        if settings.service_pass is None or not settings.service_pass.get_secret_value():
+            raise UsersFileError("SERVICE_USER is set but SERVICE_PASS is empty; set both")
+        users[settings.service_user] = UserRecord(
+            settings.service_user,
+            Role.ADMIN,
+            plain_password=settings.service_pass.get_secret_value(),
+        )
+    if not users:
+        users[GENERATED_ADMIN_NAME] = _generated_admin(settings.resolved_state_dir)
+    return users
+
+
+def read_users_file(path: Path) -> dict[str, UserRecord]:
+    users: dict[str, UserRecord] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition(":")
+        role_text, _, password_hash = rest.partition(":")
+        where = f"{path}:{number}"
+        if not USERNAME_PATTERN.match(name):
+            raise UsersFileError(
+                f"{where}: user name {name!r} must match {USERNAME_PATTERN.pattern}"
+            )
+        if role_text not in Role.__members__.values():
+            raise UsersFileError(
+                f"{where}: role {role_text!r} must be one of admin, trainer, predictor"
+            )
+        if not is_valid_hash(password_hash):
+            raise UsersFileError(
+                f"{where}: not an scrypt or argon2 hash; make one with "
+                "`python -m rest_api.users add NAME --role ROLE --file FILE`"
+            )
+        users[name] = UserRecord(name, Role(role_text), password_hash=password_hash)
+    return users
+
+
+def _generated_admin(state_dir: Path) -> UserRecord:
+    """The first start writes a random admin password to a 0600 file and says where, never what."""
+    path = state_dir / GENERATED_ADMIN_FILE
+    password = secrets.token_urlsafe(18)
+    if write_private_file(path, f"{GENERATED_ADMIN_NAME}:{password}\n"):
+        print(
+            f"fastml: no user configured; created user '{GENERATED_ADMIN_NAME}' with a random "
+            f"password stored in {path} (readable only by its owner). Set SERVICE_USER and "
+            "SERVICE_PASS or FASTML_USERS_FILE to choose your own.",
+            file=sys.stderr,
+            flush=True,
+        )
+    name, _, stored = path.read_text(encoding="utf-8").strip().partition(":")
+    return UserRecord(name, Role.ADMIN, plain_password=stored)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Manage the fastml users file.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add = commands.add_parser("add", help="add or replace a user in a users file")
+    add.add_argument("name")
+    add.add_argument("--role", choices=[role.value for role in Role], required=True)
+    add.add_argument("--file", type=Path, required=True)
+    add.add_argument("--scheme", choices=["scrypt", "argon2"], default="scrypt")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    args = parser.parse_args(argv)
+    if not USERNAME_PATTERN.match(args.name):
+        parser.error(f"user name must match {USERNAME_PATTERN.pattern}")
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass()
+    if len(password) < 8:
+        parser.error("use a password of at least 8 characters")
+    users_file: Path = args.file
+    kept = []
+    if users_file.exists():
+        kept = [
+            line
+            for line in users_file.read_text(encoding="utf-8").splitlines()
+            if line.partition(":")[0] != args.name
+        ]
+    kept.append(f"{args.name}:{args.role}:{hash_password(password, args.scheme)}")
+    users_file.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    users_file.chmod(0o600)
+    print(f"user {args.name!r} ({args.role}) written to {users_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""The fast-ml template's routes: same fields, same answer shape, real error statuses."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+
+def post_csv(client: TestClient, route: str, path: Path, target: str = "species") -> dict:
+    with path.open("rb") as file:
+        answer = client.post(
+            route, files={"csv_file": (path.name, file)}, data={"target_variable": target}
+        )
+    return {"status": answer.status_code, "body": answer.json()}
+
+
+def test_train_model_then_get_prediction(
+    client: TestClient, iris_train_csv: Path, iris_test_csv: Path
+) -> None:
+    trained = post_csv(client, "/train_model", iris_train_csv)
+    assert trained["status"] == 200, trained
+    assert trained["body"]["status"] == "success" and trained["body"]["code"] == 200
+    assert re.fullmatch(r"Train accuracy : \d+\.\d\d %", trained["body"]["output"])
+    assert client.get("/models/default").json()["current_version"] == 1
+
+    predicted = post_csv(client, "/get_prediction", iris_test_csv)
+    assert predicted["status"] == 200, predicted
+    assert re.fullmatch(r"Test accuracy : \d+\.\d\d %", predicted["body"]["output"])
+
+
+def test_failures_are_real_statuses_in_the_same_shape(
+    client: TestClient, iris_test_csv: Path
+) -> None:
+    no_model = post_csv(client, "/get_prediction", iris_test_csv)
+    assert no_model["status"] == 404
+    assert no_model["body"]["status"] == "error" and no_model["body"]["code"] == 404
+
+    bad = client.post(
+        "/train_model",
+        files={"csv_file": ("x.csv", io.BytesIO(b"a,species\n1,x\n2,x\n"))},
+        data={"target_variable": "species"},
+    )
+    assert bad.status_code == 422
+    assert bad.json()["status"] == "error"
+    assert "class" in bad.json()["output"]

@@ -1,0 +1,60 @@
+"""One JSON error shape; one log line per request, never with a password or a CSV cell."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from ML.config import Settings
+from tests.conftest import ADMIN, PREDICTOR, basic_auth
+
+
+def test_error_shape_is_stable(client: TestClient) -> None:
+    for answer in [
+        client.get("/no/such/route"),
+        client.get("/jobs/xyz"),
+        client.post(
+            "/models/iris/predict", content=b"{}", headers={"content-type": "application/json"}
+        ),
+        client.put("/models/iris/current", json={"version": "one"}),
+    ]:
+        body = answer.json()
+        assert set(body) == {"error", "request_id"}
+        assert set(body["error"]) == {"status", "code", "message", "details"}
+        assert body["error"]["status"] == answer.status_code
+        assert body["request_id"] == answer.headers["x-request-id"]
+
+
+def test_request_lines_and_no_secrets_in_log(
+    client: TestClient, iris_model: dict[str, Any], settings: Settings
+) -> None:
+    secret_cell = "SECRET-CELL-7f3a"
+    client.post(
+        "/models/iris/predict/csv",
+        files={
+            "csv_file": (
+                "x.csv",
+                io.BytesIO(
+                    f"sepal_length,sepal_width,petal_length,petal_width,note\n1,2,3,4,{secret_cell}\n".encode()
+                ),
+            )
+        },
+    )
+    client.get("/models", headers={**basic_auth(PREDICTOR), "X-Request-ID": "trace-123"})
+    log = Path(settings.log_path).read_text()
+    assert "GET /models 403" in log
+    assert "user=pete request_id=trace-123" in log
+    assert "POST /models/iris/predict/csv 200" in log
+    assert "ms user=admin" in log
+    assert "job " in log  # job events land in the same log
+    for secret in (ADMIN[1], PREDICTOR[1], secret_cell):
+        assert secret not in log
+
+
+def test_metrics_count_requests(client: TestClient) -> None:
+    client.get("/health/live")
+    text = client.get("/metrics").text
+    assert 'fastml_http_requests_total{method="GET",route="/health/live",status="200"}' in text
