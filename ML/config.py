@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ML.batching import BatchSettings
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -45,7 +47,22 @@ class Settings(BaseSettings):
     training_processes: int = Field(default=1, ge=1)
     recent_jobs_limit: int = Field(default=100, ge=1)
     model_poll_seconds: float = Field(default=0.5, gt=0)
+
+    # Micro-batching of concurrent predictions for the same model (per worker).
+    batch_max_rows: int = Field(default=512, ge=1)
+    batch_max_wait_ms: float = Field(default=0.0, ge=0)
+    batch_in_thread: bool = False
+    # Answer JSON predictions from a plain ASGI endpoint (same code, less overhead).
+    lean_predict: bool = True
     broker_url: str | None = None
+
+    @property
+    def batch_settings(self) -> BatchSettings:
+        return BatchSettings(
+            max_rows=self.batch_max_rows,
+            max_wait_seconds=self.batch_max_wait_ms / 1000,
+            run_in_thread=self.batch_in_thread,
+        )
 
     @property
     def resolved_state_dir(self) -> Path:

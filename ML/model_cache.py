@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from ML.batching import BatchSettings
 from ML.errors import ModelNotFound
 from ML.model_store import ModelStore
 from ML.prediction import ServedModel
@@ -19,8 +20,9 @@ class ModelCache:
     unpickle, so callers run them off the event loop.
     """
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, batch_settings: BatchSettings | None = None) -> None:
         self._store = store
+        self._batch_settings = batch_settings
         self._models: dict[str, ServedModel] = {}
         self._load_lock = threading.Lock()
 
@@ -32,7 +34,7 @@ class ModelCache:
         with self._load_lock:
             model = self._models.get(name)
             if model is None:
-                model = ServedModel.from_loaded(self._store.load_current(name))
+                model = ServedModel(self._store.load_current(name), self._batch_settings)
                 self._models[name] = model
                 logger.info("loaded model %s version %d", name, model.version)
             return model
@@ -53,7 +55,7 @@ class ModelCache:
                 logger.info("model %s is gone; dropped from the cache", name)
                 continue
             try:
-                fresh = ServedModel.from_loaded(self._store.load_version(name, current))
+                fresh = ServedModel(self._store.load_version(name, current), self._batch_settings)
             except Exception:
                 # Keep serving the version we have; the next refresh tries again.
                 logger.exception(

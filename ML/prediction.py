@@ -2,37 +2,65 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeAlias
 
 import numpy as np
 import pandas as pd
 
+from ML.batching import BatchSettings, MicroBatcher
 from ML.datasets import (
     DatasetLimits,
     Feature,
     csv_bytes,
     features_from_text_frame,
+    frame_from_columns,
+    frame_from_rows,
     iter_csv_chunks,
+    matrix_from_rows,
     read_evaluation_csv,
 )
 from ML.errors import InvalidInput
+from ML.forest_inference import FastPipeline
 from ML.model_store import LoadedModel
 from ML.training import compute_metrics
 
+# What a model is given: a DataFrame for scikit-learn, or a float matrix for a compiled forest.
+ModelInput: TypeAlias = pd.DataFrame | np.ndarray
+
 
 @dataclass(frozen=True)
+class PredictionItem:
+    """One request's rows, waiting to share a predict call with others."""
+
+    inputs: ModelInput
+    with_probabilities: bool
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: list[Any]
+    probabilities: list[dict[str, float]] | None
+
+
 class ServedModel:
-    """A loaded version plus what serving needs from its metadata, parsed once."""
+    """A loaded version plus what serving needs, prepared once per worker.
 
-    loaded: LoadedModel
-    schema: list[Feature] = field(default_factory=list)
+    `fast` is the compiled forest path when the pipeline allows it (same labels and
+    probabilities as scikit-learn, tested); `predict_async` coalesces concurrent requests
+    into one predict call through a micro-batcher.
+    """
 
-    @classmethod
-    def from_loaded(cls, loaded: LoadedModel) -> ServedModel:
-        schema = [Feature.from_dict(item) for item in loaded.metadata["features"]]
-        return cls(loaded, schema)
+    def __init__(self, loaded: LoadedModel, batch_settings: BatchSettings | None = None) -> None:
+        self.loaded = loaded
+        self.schema = [Feature.from_dict(item) for item in loaded.metadata["features"]]
+        self.fast = FastPipeline.compile(loaded.pipeline)
+        self.classes = loaded.pipeline.classes_
+        self.class_keys = [str(label) for label in self.classes.tolist()]
+        self._batcher: MicroBatcher[PredictionItem, Prediction] = MicroBatcher(
+            self.predict_items, batch_settings or BatchSettings(), rows_of=_item_rows
+        )
 
     @property
     def name(self) -> str:
@@ -50,26 +78,73 @@ class ServedModel:
     def has_probabilities(self) -> bool:
         return hasattr(self.pipeline, "predict_proba")
 
+    def inputs_from_rows(self, rows: list[dict[str, Any]]) -> ModelInput:
+        """Validated model input from JSON rows; InvalidInput names every bad field."""
+        if self.fast is not None:
+            return matrix_from_rows(rows, self.schema)
+        return frame_from_rows(rows, self.schema)
 
-@dataclass(frozen=True)
-class Prediction:
-    labels: list[Any]
-    probabilities: list[dict[str, float]] | None
+    def inputs_from_columns(self, columns: dict[str, list[Any]]) -> ModelInput:
+        frame = frame_from_columns(columns, self.schema)
+        return frame.to_numpy(dtype=np.float64) if self.fast is not None else frame
+
+    async def predict_async(self, inputs: ModelInput, *, with_probabilities: bool) -> Prediction:
+        if with_probabilities:
+            check_probabilities(self)
+        return await self._batcher.submit(PredictionItem(inputs, with_probabilities))
+
+    def predict_items(self, items: list[PredictionItem]) -> list[Prediction]:
+        """One predict call for several requests' rows, split back per request."""
+        inputs = _joined([item.inputs for item in items])
+        need_probabilities = any(item.with_probabilities for item in items)
+        labels, matrix = predict_arrays(self, inputs, with_probabilities=need_probabilities)
+        label_list = labels.tolist()
+        rows = matrix.tolist() if matrix is not None else None
+        answers = []
+        start = 0
+        for item in items:
+            end = start + len(item.inputs)
+            probabilities = None
+            if item.with_probabilities and rows is not None:
+                probabilities = [
+                    dict(zip(self.class_keys, row, strict=True)) for row in rows[start:end]
+                ]
+            answers.append(Prediction(label_list[start:end], probabilities))
+            start = end
+        return answers
 
 
-def predict(model: ServedModel, frame: pd.DataFrame, *, with_probabilities: bool) -> Prediction:
-    labels, matrix = predict_arrays(model, frame, with_probabilities=with_probabilities)
-    if matrix is None:
-        return Prediction(labels.tolist(), None)
-    classes = [str(label) for label in model.pipeline.classes_.tolist()]
-    probabilities = [dict(zip(classes, row, strict=True)) for row in matrix.tolist()]
-    return Prediction(labels.tolist(), probabilities)
+def _item_rows(item: PredictionItem) -> int:
+    return len(item.inputs)
+
+
+def _joined(parts: list[ModelInput]) -> ModelInput:
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return pd.concat(parts, ignore_index=True)
+
+
+def predict(model: ServedModel, inputs: ModelInput, *, with_probabilities: bool) -> Prediction:
+    """Predict synchronously, without batching (CSV files, notebooks)."""
+    if with_probabilities:
+        check_probabilities(model)
+    return model.predict_items([PredictionItem(inputs, with_probabilities)])[0]
 
 
 def predict_arrays(
-    model: ServedModel, frame: pd.DataFrame, *, with_probabilities: bool
+    model: ServedModel, inputs: ModelInput, *, with_probabilities: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels, and the probability matrix (columns in `classes_` order) when asked."""
+    if model.fast is not None:
+        if isinstance(inputs, pd.DataFrame):
+            inputs = inputs.to_numpy(dtype=np.float64)
+        # A forest's predict is argmax of its probabilities: one pass gives both.
+        matrix = model.fast.predict_proba(inputs)
+        labels = model.classes.take(matrix.argmax(axis=1))
+        return labels, matrix if with_probabilities else None
+    frame = inputs if isinstance(inputs, pd.DataFrame) else pd.DataFrame(inputs)
     labels = model.pipeline.predict(frame)
     if not with_probabilities:
         return labels, None

@@ -7,14 +7,16 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from ML.config import Settings
 from rest_api.auth import Authenticator, AuthMiddleware, LoginThrottle
 from rest_api.errors import install_error_handlers
+from rest_api.lean_predict import LeanPredictMiddleware
 from rest_api.limits import BodyLimitMiddleware
 from rest_api.logging_config import configure_logging
-from rest_api.request_log import RequestLogMiddleware
+from rest_api.request_log import RequestLogMiddleware, RequestLogWriter
 from rest_api.routes import compat, health, jobs, models, predictions
 from rest_api.routes.health import VERSION
 from rest_api.services import Services, follow_current_versions
@@ -28,13 +30,15 @@ Roles: `predictor` (predict), `trainer` (+ train, evaluate, models, jobs), `admi
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastMLApp:
     settings = settings or Settings()
     configure_logging(settings.log_path)
     authenticator = Authenticator(
         load_users(settings),
         LoginThrottle(settings.login_max_failures, settings.login_window_seconds),
     )
+
+    request_log = RequestLogWriter(settings.log_path)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,8 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
             services.close()
+            request_log.close()
 
-    app = FastAPI(
+    app = FastMLApp(
         title="fastml",
         version=VERSION,
         description=DESCRIPTION,
@@ -62,13 +67,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, models.router, predictions.router, jobs.router, compat.router):
         app.include_router(router)
     install_error_handlers(app)
-    # Added last = outermost: the request id and log line wrap everything, auth runs before
-    # the size check, and both run before any route reads the body.
-    app.add_middleware(
-        BodyLimitMiddleware,
-        max_upload_bytes=settings.max_upload_bytes,
-        max_json_bytes=settings.max_json_bytes,
+    # The edge, outermost first: request id and log line, auth, size limits, the lean
+    # predict endpoint; all before any route reads the body, and before FastAPI's stack.
+    inner: ASGIApp = app.call_fastapi
+    if settings.lean_predict:
+        inner = LeanPredictMiddleware(inner, app)
+    inner = BodyLimitMiddleware(
+        inner, max_upload_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes
     )
-    app.add_middleware(AuthMiddleware, authenticator=authenticator)
-    app.add_middleware(RequestLogMiddleware)
+    app.edge = RequestLogMiddleware(AuthMiddleware(inner, authenticator), request_log)
     return app
+
+
+class FastMLApp(FastAPI):
+    """FastAPI behind an edge stack of plain ASGI middleware (see create_app)."""
+
+    edge: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.edge is not None:
+            await self.edge(scope, receive, send)
+        else:
+            await self.call_fastapi(scope, receive, send)
+
+    async def call_fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)

@@ -7,6 +7,7 @@ module; each worker then writes its samples to files there and /metrics sums the
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,6 +29,36 @@ HTTP_LATENCY = Histogram(
 )
 PREDICTED_ROWS = Counter("fastml_predicted_rows_total", "Rows predicted.", ["model"])
 TRAINING_JOBS = Counter("fastml_training_jobs_submitted_total", "Training jobs accepted.")
+
+
+class RequestMetrics:
+    """Request counters with their label children cached: `labels()` costs more than `inc()`."""
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._latencies: dict[tuple[str, str], Any] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = HTTP_REQUESTS.labels(method, route, str(status))
+            self._counters[(method, route, status)] = counter
+        counter.inc()
+        latency = self._latencies.get((method, route))
+        if latency is None:
+            latency = HTTP_LATENCY.labels(method, route)
+            self._latencies[(method, route)] = latency
+        latency.observe(seconds)
+
+
+_predicted_rows_by_model: dict[str, Any] = {}
+
+
+def count_predicted_rows(model: str, rows: int) -> None:
+    counter = _predicted_rows_by_model.get(model)
+    if counter is None:
+        counter = _predicted_rows_by_model[model] = PREDICTED_ROWS.labels(model)
+    counter.inc(rows)
 
 
 def render_metrics() -> tuple[bytes, str]:

@@ -2,16 +2,72 @@
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import itertools
+import os
+import secrets
 import time
-import uuid
+from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rest_api.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from rest_api.metrics import RequestMetrics
 
-logger = logging.getLogger("fastml.requests")
 MAX_REQUEST_ID_LENGTH = 128
+FLUSH_SECONDS = 0.2
+
+
+class RequestLogWriter:
+    """Appends request lines to the shared log, a batch per write, not a write per request.
+
+    Lines are formatted like the logging module's (see logging_config.LOG_FORMAT) and land
+    within FLUSH_SECONDS. O_APPEND makes each batch land whole, so lines of several workers
+    interleave but never tear. Costs a few microseconds per request instead of ~30 for a
+    logging call with a file flush.
+    """
+
+    def __init__(self, log_path: Path) -> None:
+        self._log_path = log_path
+        self._fd: int | None = None
+        self._pid = 0
+        self._lines: list[str] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._second_text = ""
+
+    def write(self, message: str) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        if self._pid != os.getpid():  # a forked worker: open its own descriptor
+            self._pid = os.getpid()
+            self._fd = None
+        millis = int((now - second) * 1000)
+        self._lines.append(
+            f"{self._second_text},{millis:03d} {self._pid} INFO fastml.requests {message}\n"
+        )
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        self._flush_handle = None
+        if not self._lines:
+            return
+        data = "".join(self._lines).encode("utf-8", "replace")
+        self._lines.clear()
+        if self._fd is None:
+            self._fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(self._fd, data)
+
+    def close(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self.flush()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class RequestLogMiddleware:
@@ -20,15 +76,20 @@ class RequestLogMiddleware:
     Never logs bodies, query strings or headers, so no password or CSV cell reaches the log.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, writer: RequestLogWriter) -> None:
         self.app = app
+        self.writer = writer
+        self.metrics = RequestMetrics()
+        # A random per-process prefix and a counter: unique ids without a uuid per request.
+        self._id_prefix = secrets.token_hex(6)
+        self._counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or f"{self._id_prefix}{next(self._counter):x}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
@@ -47,20 +108,18 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            route_path = getattr(route, "path", None) or "unmatched"
             user = state.get("user")
-            logger.info(
-                "%s %s %d %.2fms user=%s request_id=%s",
-                scope["method"],
-                scope["path"],
-                status,
-                elapsed * 1000,
-                user.name if user is not None else "-",
-                request_id,
+            path: str = scope["path"]
+            if not path.isprintable():  # a %0A in the URL must not forge a log line
+                path = path.encode("unicode_escape").decode("ascii")
+            self.writer.write(
+                f"{scope['method']} {path} {status} {elapsed * 1000:.2f}ms "
+                f"user={user.name if user is not None else '-'} request_id={request_id}"
             )
-            HTTP_REQUESTS.labels(scope["method"], route_path, str(status)).inc()
-            HTTP_LATENCY.labels(scope["method"], route_path).observe(elapsed)
+            route = scope.get("route")
+            self.metrics.observe(
+                scope["method"], getattr(route, "path", None) or "unmatched", status, elapsed
+            )
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

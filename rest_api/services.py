@@ -40,7 +40,7 @@ class Services:
         jobs = JobStore(settings.jobs_db_path)
         runner = EmbeddedJobRunner(settings, jobs)
         runner.start()
-        return cls(settings, store, jobs, runner, ModelCache(store))
+        return cls(settings, store, jobs, runner, ModelCache(store, settings.batch_settings))
 
     async def served_model(self, name: str) -> ServedModel:
         """The current version of `name`: from this worker's cache, else loaded off the loop."""

@@ -35,12 +35,12 @@ class Role(StrEnum):
     TRAINER = "trainer"
     ADMIN = "admin"
 
-    @property
-    def rank(self) -> int:
-        return list(Role).index(self)
-
     def allows(self, needed: Role) -> bool:
-        return self.rank >= needed.rank
+        return _RANKS[self] >= _RANKS[needed]
+
+
+# A dict, not list(Role).index(): allows() runs on every request.
+_RANKS = {role: rank for rank, role in enumerate(Role)}
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,14 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from ML.datasets import frame_from_columns, frame_from_rows
 from ML.errors import InvalidInput
-from ML.prediction import ServedModel, predict, write_predictions_csv
+from ML.prediction import ServedModel, write_predictions_csv
 from rest_api.auth import Predictor
 from rest_api.errors import ApiError
-from rest_api.metrics import PREDICTED_ROWS
+from rest_api.metrics import count_predicted_rows
 from rest_api.routes.models import CsvFile
 from rest_api.schemas import ERROR_RESPONSES, PredictRequest, PredictResponse
-from rest_api.services import ServicesDep
+from rest_api.services import Services, ServicesDep
 from rest_api.uploads import UPLOAD_FORM_LIMITS
 
 router = APIRouter(tags=["predictions"], responses=ERROR_RESPONSES, form_limits=UPLOAD_FORM_LIMITS)
@@ -45,13 +44,24 @@ PREDICT_BODY_DOC: dict[str, Any] = {
 async def predict_json(
     name: str, request: Request, services: ServicesDep, user: Predictor, proba: bool = Proba
 ) -> Response:
-    content_type = request.headers.get("content-type", "application/json")
-    if not content_type.startswith("application/json"):
+    """Documents the route; requests are answered by `rest_api.lean_predict` with the same
+    `answer_predict_json`, unless FASTML_LEAN_PREDICT=false routes them here."""
+    answer = await answer_predict_json(
+        services, name, await request.body(), request.headers.get("content-type"), proba
+    )
+    return Response(answer, media_type="application/json")
+
+
+async def answer_predict_json(
+    services: Services, name: str, body: bytes, content_type: str | None, proba: bool
+) -> bytes:
+    """The JSON predict answer, or a FastMLError/ApiError saying what to fix."""
+    if content_type is not None and not content_type.startswith("application/json"):
         raise ApiError(415, f"send Content-Type: application/json, not {content_type!r}")
     model = await services.served_model(name)
-    frame = parse_predict_body(await request.body(), model, services.settings.max_predict_rows)
-    prediction = await run_in_threadpool(predict, model, frame, with_probabilities=proba)
-    PREDICTED_ROWS.labels(model.name).inc(len(frame))
+    inputs = parse_predict_body(body, model, services.settings.max_predict_rows)
+    prediction = await model.predict_async(inputs, with_probabilities=proba)
+    count_predicted_rows(model.name, len(inputs))
     answer: dict[str, Any] = {
         "model": model.name,
         "version": model.version,
@@ -59,9 +69,7 @@ async def predict_json(
     }
     if prediction.probabilities is not None:
         answer["probabilities"] = prediction.probabilities
-    return Response(
-        orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
-    )
+    return orjson.dumps(answer)
 
 
 def parse_predict_body(body: bytes, model: ServedModel, max_rows: int) -> Any:
@@ -78,12 +86,12 @@ def parse_predict_body(body: bytes, model: ServedModel, max_rows: int) -> Any:
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
             raise InvalidInput('"rows" must be a list of objects, one per row')
         _check_row_count(len(rows), max_rows)
-        return frame_from_rows(rows, model.schema)
+        return model.inputs_from_rows(rows)
     columns = payload["columns"]
     if not isinstance(columns, dict) or not all(isinstance(v, list) for v in columns.values()):
         raise InvalidInput('"columns" must be an object of lists, one list per feature')
     _check_row_count(max((len(v) for v in columns.values()), default=0), max_rows)
-    return frame_from_columns(columns, model.schema)
+    return model.inputs_from_columns(columns)
 
 
 def _check_row_count(count: int, max_rows: int) -> None:
@@ -120,7 +128,7 @@ async def predict_csv(
     except BaseException:
         output.close()
         raise
-    PREDICTED_ROWS.labels(model.name).inc(rows)
+    count_predicted_rows(model.name, rows)
     output.seek(0)
     return StreamingResponse(
         _read_chunks(output),

@@ -160,6 +160,7 @@ BAD_FILES = [
     pytest.param(b"a,y\n1,\x00p\n", "binary", id="nul-byte"),
     pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary", id="png"),
     pytest.param(b"a,y\n1,caf\xe9\n", "not UTF-8", id="latin-1"),
+    pytest.param("a,y\n1,p\n".encode("utf-16"), "the CSV is UTF-16 text", id="utf-16"),
     pytest.param(b"a,y\n1,p\n2\n", "line 3 has 1 field but the header has 2", id="short-row"),
     pytest.param(b"a,y\n1,p\n2,q,r\n", "line 3 has 3 fields but the header has 2", id="long-row"),
     pytest.param(b"a,y\n1,p,x\n2,q\n", "line 2 has 3 fields", id="long-first-row"),

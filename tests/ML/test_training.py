@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from ML import training
 from ML.datasets import (
     Dataset,
     DatasetLimits,
@@ -216,6 +217,18 @@ def test_training_is_deterministic(mixed_dataset: Dataset) -> None:
     second = train_model(mixed_dataset, options).metadata["metrics"]
 
     assert first == second
+
+
+def test_train_accuracy_is_measured_on_a_sample_of_a_large_training_part(
+    mixed_dataset: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(training, "TRAIN_ACCURACY_MAX_ROWS", 10)
+
+    trained = train_model(mixed_dataset, TrainingOptions(estimator="decision_tree", cv=3))
+
+    # Measured on 10 of the 48 rows: a whole number of tenths.
+    tenths = trained.metadata["metrics"]["train_accuracy"] * 10
+    assert tenths == pytest.approx(round(tenths))
 
 
 def test_warnings_are_recorded_not_raised(iris: Dataset) -> None:

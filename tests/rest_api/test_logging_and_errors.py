@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def test_request_lines_and_no_secrets_in_log(
         },
     )
     client.get("/models", headers={**basic_auth(PREDICTOR), "X-Request-ID": "trace-123"})
-    log = Path(settings.log_path).read_text()
+    log = read_log_when(settings.log_path, "request_id=trace-123")
     assert "GET /models 403" in log
     assert "user=pete request_id=trace-123" in log
     assert "POST /models/iris/predict/csv 200" in log
@@ -52,6 +53,24 @@ def test_request_lines_and_no_secrets_in_log(
     assert "job " in log  # job events land in the same log
     for secret in (ADMIN[1], PREDICTOR[1], secret_cell):
         assert secret not in log
+
+
+def read_log_when(log_path: Path, text: str) -> str:
+    """The log once `text` is in it: request lines are written in batches every 0.2 s."""
+    deadline = time.monotonic() + 5
+    for _ in range(200):
+        log = log_path.read_text()
+        if text in log or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
+    return log_path.read_text()
+
+
+def test_newlines_in_paths_cannot_forge_log_lines(client: TestClient, settings: Settings) -> None:
+    client.get("/models/x%0A2026-01-01 00:00:00,000 1 INFO fastml.requests GET /forged 200")
+    log = read_log_when(settings.log_path, "/models/x")
+    assert "\nINFO" not in log
+    assert not any(line.startswith("2026-01-01") for line in log.splitlines())
 
 
 def test_metrics_count_requests(client: TestClient) -> None:

@@ -50,10 +50,15 @@ class Server:
         return httpx.Client(base_url=self.url, auth=ADMIN, timeout=30, **kwargs)  # type: ignore[arg-type]
 
     def worker_pid_of(self, request_id: str) -> int | None:
-        """Which worker answered: its pid is on the request's log line."""
-        for line in self.log_path.read_text().splitlines():
-            if f"request_id={request_id}" in line:
-                return int(line.split()[2])
+        """Which worker answered: its pid is on the request's log line (written within 0.2 s)."""
+        deadline = time.monotonic() + 5
+        for _ in range(100):
+            for line in self.log_path.read_text().splitlines():
+                if f"request_id={request_id}" in line:
+                    return int(line.split()[2])
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         return None
 
 

@@ -1,0 +1,147 @@
+"""Benchmark: scikit-learn pipeline predict_proba against ML.forest_inference.FastPipeline.
+
+    python testing/forest_inference_bench.py              # iris and a 5,000-row synthetic forest
+    python testing/forest_inference_bench.py --calibrate  # each strategy forced, to place
+                                                          # VECTORISED_MAX_ROW_LEVELS
+
+Times are the median of --repeat runs (timeit), per call, on a prebuilt DataFrame (sklearn)
+or float64 matrix (FastPipeline); every result is checked equal to sklearn's first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import timeit
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import make_classification
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+
+if __package__ in (None, ""):
+    # Run as `python testing/forest_inference_bench.py`: make the project root importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ML import forest_inference
+from ML.forest_inference import FastPipeline
+
+BATCH_SIZES = (1, 8, 64, 512, 1024)
+CALIBRATION_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+IRIS_CSV = Path(__file__).resolve().parent.parent / "ML" / "data" / "train.csv"
+TARGET_SECONDS_PER_RUN = 0.02  # each timed run repeats the call for about this long
+
+
+def iris_model() -> tuple[Pipeline, pd.DataFrame]:
+    frame = pd.read_csv(IRIS_CSV)
+    features = frame.drop(columns="species")
+    return _fit(features, frame["species"]), features
+
+
+def synthetic_model() -> tuple[Pipeline, pd.DataFrame]:
+    values, labels = make_classification(
+        n_samples=5000, n_features=20, n_informative=10, n_classes=3, random_state=0
+    )
+    features = pd.DataFrame(values, columns=[f"x{i}" for i in range(values.shape[1])])
+    return _fit(features, labels), features
+
+
+MODELS: dict[str, Callable[[], tuple[Pipeline, pd.DataFrame]]] = {
+    "iris": iris_model,
+    "synthetic": synthetic_model,
+}
+
+
+def _fit(features: pd.DataFrame, labels: Any) -> Pipeline:
+    """The pipeline ML/training.py builds for numeric columns and the default random forest."""
+    preprocess = ColumnTransformer(
+        [("numeric", Pipeline([("impute", SimpleImputer(strategy="median"))]), list(features))],
+        remainder="drop",
+    )
+    model = RandomForestClassifier(n_estimators=100, random_state=42, n_jobs=1)
+    return Pipeline([("preprocess", preprocess), ("classifier", model)]).fit(features, labels)
+
+
+def seconds_per_call(call: Callable[[], object], repeat: int) -> float:
+    """Median over `repeat` runs of the time per call."""
+    timer = timeit.Timer(call)
+    number, elapsed = timer.autorange()
+    number = max(1, int(number * TARGET_SECONDS_PER_RUN / max(elapsed, 1e-9)))
+    return statistics.median(run / number for run in timer.repeat(repeat=repeat, number=number))
+
+
+def sample(features: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    picked = np.random.default_rng(seed).integers(0, len(features), rows)
+    return features.iloc[picked].reset_index(drop=True)
+
+
+def compare(name: str, repeat: int) -> None:
+    pipeline, features = MODELS[name]()
+    fast = FastPipeline.compile(pipeline)
+    if fast is None:
+        raise SystemExit(f"FastPipeline.compile refused the {name} pipeline")
+    forest = fast.forest
+    width = len(fast.feature_names)
+    print(f"\n{name}: {forest.n_trees} trees, depth {forest.depth}, {width} features")
+    print(f"{'rows':>6} {'sklearn ms':>11} {'fast ms':>9} {'speed-up':>9}  strategy")
+    for rows in BATCH_SIZES:
+        frame = sample(features, rows, seed=rows)
+        matrix = frame[fast.feature_names].to_numpy(np.float64)
+        if not np.array_equal(fast.predict_proba(matrix), pipeline.predict_proba(frame)):
+            raise SystemExit(f"{name}: FastPipeline differs from sklearn on {rows} rows")
+        slow = seconds_per_call(partial(pipeline.predict_proba, frame), repeat)
+        quick = seconds_per_call(partial(fast.predict_proba, matrix), repeat)
+        strategy = (
+            "vectorised"
+            if rows * forest.depth <= forest_inference.VECTORISED_MAX_ROW_LEVELS
+            else "per-tree"
+        )
+        print(
+            f"{rows:>6} {slow * 1e3:>11.3f} {quick * 1e3:>9.3f} {slow / quick:>8.1f}x  {strategy}"
+        )
+
+
+def calibrate(name: str, repeat: int) -> None:
+    """Each strategy forced on growing batches: where they cross sets VECTORISED_MAX_ROW_LEVELS."""
+    pipeline, features = MODELS[name]()
+    fast = FastPipeline.compile(pipeline)
+    if fast is None:
+        raise SystemExit(f"FastPipeline.compile refused the {name} pipeline")
+    depth = fast.forest.depth
+    print(f"\n{name}: depth {depth}; times in ms")
+    print(f"{'rows':>6} {'rows x depth':>13} {'vectorised':>11} {'per-tree':>9}")
+    saved = forest_inference.VECTORISED_MAX_ROW_LEVELS
+    try:
+        for rows in CALIBRATION_SIZES:
+            matrix = sample(features, rows, seed=rows)[fast.feature_names].to_numpy(np.float64)
+            times = []
+            for limit in (sys.maxsize, -1):  # vectorised always, then never
+                forest_inference.VECTORISED_MAX_ROW_LEVELS = limit
+                times.append(seconds_per_call(partial(fast.predict_proba, matrix), repeat))
+            print(f"{rows:>6} {rows * depth:>13} {times[0] * 1e3:>11.3f} {times[1] * 1e3:>9.3f}")
+    finally:
+        forest_inference.VECTORISED_MAX_ROW_LEVELS = saved
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
+    parser.add_argument("--repeat", type=int, default=15, help="timed runs per figure")
+    parser.add_argument(
+        "--calibrate", action="store_true", help="time each strategy forced, not sklearn"
+    )
+    args = parser.parse_args(argv)
+    for name in args.models:
+        (calibrate if args.calibrate else compare)(name, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
