@@ -60,6 +60,8 @@ _FORMULA_STARTS = frozenset("=+-@\t\r")
 _READ_BLOCK_BYTES = 1 << 20
 _SPOOL_BYTES = 32 << 20
 _SCAN_BATCH_ROWS = 10_000
+# Rows read by check_training_csv_start: enough for a header-and-shape check, cheap at any size.
+_START_CHECK_ROWS = 1_000
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
@@ -131,6 +133,25 @@ def read_labelled_csv(
             for name in bool_columns:
                 frame[name] = text[name]
     return _dataset_from_frame(frame, target_variable, limits, bool_columns=set(bool_columns))
+
+
+def check_training_csv_start(
+    source: BinaryIO | Path, target_variable: str, limits: DatasetLimits
+) -> None:
+    """What can be checked at once, before a training job is queued: the header (UTF-8 text,
+    unique names, the target present, the column limit) and the first rows' shape.
+
+    The job reads and checks the whole file; this only lets the common mistakes fail with a
+    422 on the train request itself instead of in the job.
+    """
+    with _rewindable(source) as binary:
+        start = binary.tell()
+        records = _checked_records(
+            binary, limits, lambda names: _check_training_header(names, target_variable)
+        )
+        if not next(records.batches(_START_CHECK_ROWS), []):
+            raise InvalidDataset(_NO_DATA_ROWS)
+        binary.seek(start)
 
 
 def read_evaluation_csv(
@@ -804,14 +825,8 @@ def _scan(
     binary: BinaryIO, limits: DatasetLimits, check_header: Callable[[list[str]], None]
 ) -> list[str]:
     """Check the whole file's shape without keeping it; return the header."""
-    records = _CsvRecords(binary)
+    records = _checked_records(binary, limits, check_header)
     header = records.header
-    if len(header) > limits.max_columns:
-        raise DatasetTooLarge(
-            f"the CSV has {len(header)} columns; the limit is {limits.max_columns}"
-        )
-    _check_header_names(header)
-    check_header(header)
     count = 0
     for batch in records.batches(min(limits.max_rows + 1, _SCAN_BATCH_ROWS)):
         count += len(batch)
@@ -823,6 +838,19 @@ def _scan(
     if count == 0:
         raise InvalidDataset(_NO_DATA_ROWS)
     return header
+
+
+def _checked_records(
+    binary: BinaryIO, limits: DatasetLimits, check_header: Callable[[list[str]], None]
+) -> _CsvRecords:
+    records = _CsvRecords(binary)
+    if len(records.header) > limits.max_columns:
+        raise DatasetTooLarge(
+            f"the CSV has {len(records.header)} columns; the limit is {limits.max_columns}"
+        )
+    _check_header_names(records.header)
+    check_header(records.header)
+    return records
 
 
 def _check_header_names(header: list[str]) -> None:

@@ -9,8 +9,8 @@ from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from ML.datasets import DatasetLimits
-from ML.errors import InvalidParams
+from ML.datasets import DatasetLimits, check_training_csv_start
+from ML.errors import FastMLError, InvalidParams
 from ML.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 from ML.model_store import ModelInfo, VersionInfo, check_name
 from ML.prediction import evaluate_csv
@@ -74,6 +74,13 @@ async def submit_training(
 ) -> JobView:
     """Save the upload, record the job, hand it to the runner; shared with the fast-ml route."""
     upload_path = await save_upload(csv_file, services.settings.uploads_dir)
+    try:
+        await run_in_threadpool(
+            check_training_csv_start, upload_path, target_variable, dataset_limits(services)
+        )
+    except FastMLError:
+        upload_path.unlink(missing_ok=True)
+        raise
     job_options = {
         "estimator": options.estimator,
         "params": dict(options.params),

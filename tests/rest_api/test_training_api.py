@@ -123,3 +123,21 @@ def test_promote_false_keeps_current(client: TestClient, iris_train_csv: Path) -
     job = train(client, "iris", iris_train_csv, promote="false")
     assert job["result"]["version"] == 2
     assert client.get("/models/iris").json()["current_version"] == 1
+
+
+def test_header_mistakes_are_refused_before_a_job_is_queued(client: TestClient) -> None:
+    cases = {
+        b"a,b,label\n1,2,x\n": "column 'species' not found; the csv has: a, b, label",
+        b"species,species\nx,y\n": "repeats column names",
+        b"a,species\n": "no data rows",
+        b"\xff\xfe\x00a\x00,": "utf-16",
+    }
+    for content, fragment in cases.items():
+        answer = client.post(
+            "/models/early/train",
+            files={"csv_file": ("x.csv", io.BytesIO(content))},
+            data={"target_variable": "species"},
+        )
+        assert answer.status_code == 422, answer.text
+        assert fragment in answer.json()["error"]["message"].lower(), answer.text
+    assert client.get("/jobs").json()["jobs"] == []
