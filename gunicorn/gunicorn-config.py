@@ -9,10 +9,15 @@ from pathlib import Path
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
-# Prometheus multiprocess mode: each worker writes samples here, /metrics sums them.
-# A fresh directory per server start, so counters of a previous run never leak in.
-_metrics_dir = Path(tempfile.mkdtemp(prefix="fastml-metrics-"))
+# A fresh runtime directory per server start, removed at exit. It holds the Prometheus
+# multiprocess files (each worker writes samples there, /metrics sums them; a new directory
+# means counters of a previous run never leak in) and gunicorn's control socket, so two
+# servers on one host never fight over gunicorn's default ~/.gunicorn/gunicorn.ctl.
+_runtime_dir = Path(tempfile.mkdtemp(prefix="fastml-"))
+_metrics_dir = _runtime_dir / "metrics"
+_metrics_dir.mkdir()
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+control_socket = os.environ.get("FASTML_CONTROL_SOCKET", str(_runtime_dir / "gunicorn.ctl"))
 
 bind = os.environ.get("FASTML_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("FASTML_WORKERS", "2"))
@@ -38,4 +43,4 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
 
 def on_exit(server):  # type: ignore[no-untyped-def]
-    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    shutil.rmtree(_runtime_dir, ignore_errors=True)

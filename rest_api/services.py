@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass
 from typing import Annotated
@@ -48,6 +49,7 @@ class Services:
         if model is None:
             check_name(name)
             model = await run_in_threadpool(self.models.load, name)
+            gc.freeze()  # a model lives as long as the worker: keep it out of GC passes
         return model
 
     def close(self) -> None:
@@ -59,7 +61,8 @@ async def follow_current_versions(models: ModelCache, poll_seconds: float) -> No
     while True:
         await asyncio.sleep(poll_seconds)
         try:
-            await run_in_threadpool(models.refresh)
+            if await run_in_threadpool(models.refresh):
+                gc.freeze()
         except Exception:
             logger.exception("refreshing the model cache failed; retrying")
 
