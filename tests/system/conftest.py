@@ -81,7 +81,12 @@ def start_server(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Ser
     output_path = tmp_path / "gunicorn.out"
     with output_path.open("wb") as output:
         process = subprocess.Popen(
-            dockerfile_command(), cwd=PROJECT_DIR, env=env, stdout=output, stderr=subprocess.STDOUT
+            dockerfile_command(),
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a test may kill it whole
         )
     server = Server(f"http://127.0.0.1:{port}", process, log_path, model_dir, output_path)
     deadline = time.monotonic() + READY_DEADLINE_SECONDS
