@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import hmac
@@ -24,6 +23,7 @@ from typing import IO, Any
 import joblib
 import sklearn
 
+from ML.atomic_files import fsync_dir
 from ML.errors import InvalidName, ModelConflict, ModelNotFound, ModelUnusable
 
 logger = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ class ModelStore:
             # Removing metadata.json unpublishes the version in one step. The emptied
             # directory stays behind so that its number is never handed out again.
             (version_dir / METADATA_FILE).unlink()
-            _fsync_dir(version_dir)
+            fsync_dir(version_dir)
             with contextlib.suppress(FileNotFoundError):
                 (version_dir / ARTIFACT_FILE).unlink()
         logger.info("deleted model '%s' version %d", name, version)
@@ -359,7 +359,7 @@ class ModelStore:
         # Renaming first makes the model vanish at once; rmtree may then take its time.
         doomed = self.root_dir / f".deleted-{name}-{uuid.uuid4().hex}"
         os.rename(self._model_dir(name), doomed)
-        _fsync_dir(self.root_dir)
+        fsync_dir(self.root_dir)
         shutil.rmtree(doomed, ignore_errors=True)
         logger.info("deleted model '%s'", name)
 
@@ -543,21 +543,9 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _sha256_of_file(path: Path) -> str:
     with open(path, "rb") as artifact:
         return hashlib.file_digest(artifact, "sha256").hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable; skipped where the filesystem cannot fsync a directory."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)

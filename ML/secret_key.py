@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import secrets
 import stat
 import tempfile
 from pathlib import Path
+
+from ML.atomic_files import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def write_private_file(path: Path, text: str) -> bool:
             os.link(temp_name, path)
         except FileExistsError:
             return False
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -92,15 +93,3 @@ def _read_secret_file(path: Path) -> bytes:
             "or set FASTML_SECRET_KEY"
         )
     return key
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a new directory entry durable; skipped where the filesystem cannot fsync a dir."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
