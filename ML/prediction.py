@@ -13,12 +13,10 @@ from ML.batching import BatchSettings, MicroBatcher
 from ML.datasets import (
     DatasetLimits,
     Feature,
-    csv_bytes,
-    features_from_text_frame,
     frame_from_columns,
     frame_from_rows,
-    iter_csv_chunks,
     matrix_from_rows,
+    read_csv_chunks,
     read_evaluation_csv,
 )
 from ML.errors import InvalidInput
@@ -187,26 +185,31 @@ def write_predictions_csv(
     """Stream `source` to `target` with prediction (and probability) columns; returns rows.
 
     Works chunk by chunk, so memory stays bounded whatever the file's length. Input cells
-    are passed through as written, escaped against spreadsheet formula injection.
+    are passed through as written, escaped against spreadsheet formula injection (a plain
+    number such as -1.5 is data and stays as it is; see `csv_bytes`).
     """
     if with_probabilities:
         check_probabilities(model)
+    added_names = [PREDICTION_COLUMN, *(probability_columns(model) if with_probabilities else [])]
     rows = 0
-    for chunk in iter_csv_chunks(source, chunk_rows):
-        added = [PREDICTION_COLUMN, *(probability_columns(model) if with_probabilities else [])]
-        clashes = [column for column in added if column in chunk.columns]
-        if clashes:
-            raise InvalidInput(
-                f"the CSV already has column(s) {', '.join(clashes)}; rename them, "
-                "since the answer adds them"
-            )
-        features = features_from_text_frame(chunk, model.schema, first_row_number=rows + 1)
+    for chunk in read_csv_chunks(source, chunk_rows):
+        if rows == 0:
+            _check_no_clashes(chunk.columns, added_names)
+        features = chunk.features(model.schema)
         labels, matrix = predict_arrays(model, features, with_probabilities=with_probabilities)
-        out = chunk.copy()
-        out[PREDICTION_COLUMN] = labels
+        added = {PREDICTION_COLUMN: labels}
         if matrix is not None:
-            for index, column in enumerate(probability_columns(model)):
-                out[column] = matrix[:, index]
-        target.write(csv_bytes(out, header=rows == 0))
+            added.update(zip(added_names[1:], matrix.T, strict=True))
+        target.write(chunk.to_csv(added, header=rows == 0))
         rows += len(chunk)
     return rows
+
+
+def _check_no_clashes(columns: list[str], added_names: list[str]) -> None:
+    present = set(columns)
+    clashes = [name for name in added_names if name in present]
+    if clashes:
+        raise InvalidInput(
+            f"the CSV already has column(s) {', '.join(clashes)}; rename them, "
+            "since the answer adds them"
+        )

@@ -23,6 +23,7 @@ from ML.datasets import (
     frame_from_columns,
     frame_from_rows,
     iter_csv_chunks,
+    read_csv_chunks,
     read_evaluation_csv,
     read_labelled_csv,
 )
@@ -375,6 +376,148 @@ def test_chunk_rows_must_be_positive() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# read_csv_chunks
+# ---------------------------------------------------------------------------------------------
+
+MIXED_CELLS = [
+    ["1.5", "red", "3", "a, b"],
+    ["", "NA", "-2", 'say "hi"'],
+    ["-0.5", "", "1e3", "two\nlines"],
+    ["NA", "blue", "007", "=1+2"],
+    [" 2 ", "null", "", "café"],
+    ["+4", "-1", "nan", "-1.5"],
+    ["1e-3", "=x", "5", ""],
+]
+
+
+def csv_from_rows(rows: list[list[str]], *, quote_all: bool) -> bytes:
+    def cell(text: str) -> str:
+        needs = quote_all or any(character in text for character in ',"\r\n')
+        return '"' + text.replace('"', '""') + '"' if needs else text
+
+    lines = [
+        ",".join(cell(text) for text in row) for row in [["size", "color", "weight", "note"], *rows]
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def chunk_results(content: bytes, chunk_rows: int) -> list[tuple[Any, ...]]:
+    results = []
+    for chunk in read_csv_chunks(io.BytesIO(content), chunk_rows):
+        count = len(chunk)
+        added = {
+            "prediction": np.array(["=p", "-1", "a,b", "é"] * count, dtype=object)[:count],
+            "probability_x": np.array([0.25, float("nan"), -1e-7] * count)[:count],
+        }
+        results.append(
+            (
+                chunk.first_row,
+                chunk.frame.to_numpy().tolist(),
+                repr(chunk.features(SCHEMA).to_numpy().tolist()),
+                chunk.to_csv(added, header=chunk.first_row == 1),
+            )
+        )
+    return results
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 100])
+def test_quoted_and_unquoted_files_read_and_write_alike(chunk_rows: int) -> None:
+    # Quoting every cell sends every record through the csv module; a record without quotes
+    # takes the fast path: both must give the same frames, features and output.
+    plain_rows = [row for row in MIXED_CELLS if '"' not in row[3] and "\n" not in row[3]]
+
+    quoted = chunk_results(csv_from_rows(plain_rows, quote_all=True), chunk_rows)
+    unquoted = chunk_results(csv_from_rows(plain_rows, quote_all=False), chunk_rows)
+
+    assert quoted == unquoted
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 100])
+def test_chunk_output_is_csv_bytes_of_the_frame_with_the_added_columns(chunk_rows: int) -> None:
+    content = csv_from_rows(MIXED_CELLS, quote_all=False)
+
+    for chunk in read_csv_chunks(io.BytesIO(content), chunk_rows):
+        count = len(chunk)
+        added = {
+            "prediction": np.array(["=p", "-1", "a,b", 'q"'] * count, dtype=object)[:count],
+            "code": np.arange(count) - 1,
+            "probability_x": np.array([0.25, float("nan"), -1e-7, 1e16] * count)[:count],
+        }
+        frame = chunk.frame.copy()
+        for name, values in added.items():
+            frame[name] = values
+        for header in (True, False):
+            assert chunk.to_csv(added, header=header) == csv_bytes(frame, header=header)
+
+
+def test_chunk_features_equal_features_from_the_frame() -> None:
+    content = csv_from_rows(MIXED_CELLS, quote_all=False)
+
+    for chunk in read_csv_chunks(io.BytesIO(content), 2):
+        expected = features_from_text_frame(chunk.frame, SCHEMA, first_row_number=chunk.first_row)
+        pd.testing.assert_frame_equal(chunk.features(SCHEMA), expected)
+
+
+def test_chunk_features_report_bad_cells_like_the_frame() -> None:
+    rows = [["1", "r", "2", "x"]] * 5 + [["one", "r", "inf", "x"]]
+    content = csv_from_rows(rows, quote_all=False)
+
+    *_, last = read_csv_chunks(io.BytesIO(content), 4)
+    with pytest.raises(InvalidInput) as caught:
+        last.features(SCHEMA)
+    with pytest.raises(InvalidInput) as expected:
+        features_from_text_frame(last.frame, SCHEMA, first_row_number=5)
+
+    assert (caught.value.message, caught.value.details) == (
+        expected.value.message,
+        expected.value.details,
+    )
+    assert [detail["row"] for detail in caught.value.details] == [6, 6]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"a,b\n1,2\n3,4\n", id="lf"),
+        pytest.param(b"a,b\r\n1,2\r\n3,4", id="crlf-no-last-line-end"),
+        pytest.param(b"a,b\r1,2\r3,4\r", id="cr"),
+        pytest.param(b"\xef\xbb\xbfa,b\n1,2\n3,4\n", id="bom"),
+        pytest.param(b"\na,b\n\n1,2\n  \n\r\n3,4\n\n", id="blank-lines"),
+        pytest.param(b'"a","b"\n"1",2\n3,"4"\n', id="quoted"),
+    ],
+)
+def test_chunks_read_line_ends_bom_blank_lines_and_quotes(content: bytes) -> None:
+    frames = list(iter_csv_chunks(io.BytesIO(content), 1))
+
+    assert [frame.to_numpy().tolist() for frame in frames] == [[["1", "2"]], [["3", "4"]]]
+    assert [list(frame.index) for frame in frames] == [[0], [1]]
+
+
+def test_a_ragged_row_after_multiline_records_names_its_physical_line() -> None:
+    rows = [b"1,2"] * 4 + [b'"x\ny",2', b'"x\r\ny",3'] + [b"5,6"] * 4 + [b"7"]
+    content = b"a,b\r\n" + b"\r\n".join(rows) + b"\r\n"
+
+    with pytest.raises(InvalidDataset, match="line 14 has 1 field but the header has 2"):
+        list(iter_csv_chunks(io.BytesIO(content), 2))
+
+
+def test_a_field_over_the_csv_field_size_limit_is_refused() -> None:
+    content = b"a,b\n1," + b"x" * (csv.field_size_limit() + 1) + b"\n"
+
+    with pytest.raises(InvalidDataset, match=r"line 2 is not valid CSV \(field larger"):
+        list(iter_csv_chunks(io.BytesIO(content), 10))
+
+
+def test_chunks_of_a_file_read_a_few_bytes_at_a_time() -> None:
+    content = b"a,b\r\n" + b"".join(b'%d,"x\r\n%d"\r\n' % (i, i) for i in range(5))
+
+    chunks = list(read_csv_chunks(Unseekable(content), 2))  # type: ignore[arg-type]
+
+    assert [len(chunk) for chunk in chunks] == [2, 2, 1]
+    assert chunks[2].frame.to_numpy().tolist() == [["4", "x\r\n4"]]
+
+
+# ---------------------------------------------------------------------------------------------
 # features_from_text_frame
 # ---------------------------------------------------------------------------------------------
 
@@ -649,11 +792,12 @@ def test_csv_bytes_escapes_formula_cells_but_not_numbers() -> None:
 
     rows = list(csv.reader(io.StringIO(csv_bytes(frame, header=True).decode(), newline="")))
 
+    # "-1" in a text column is a plain number: data, not a formula, so it is not escaped.
     assert rows == [
         ["text", "number", "count"],
         ["'=1+2", "-1.5", "-1"],
         ["'+x", "2.0", "2"],
-        ["'-1", "-3.0", "3"],
+        ["-1", "-3.0", "3"],
         ["'@sum", "0.0", "4"],
         ["'\tx", "1.0", "5"],
         ["'\rx", "1.0", "6"],
@@ -661,6 +805,57 @@ def test_csv_bytes_escapes_formula_cells_but_not_numbers() -> None:
         ["a=b", "1.0", "8"],
         ["", "", "9"],
     ]
+
+
+# (cell, whether it is escaped): a plain number is data, whatever its sign.
+ESCAPES = [
+    ("-1", False),
+    ("+1e5", False),
+    ("-.5", False),
+    ("-5.", False),
+    ("+.5e-3", False),
+    ("-1E+05", False),
+    ("1e5", False),
+    ("-", True),
+    ("+", True),
+    ("-.", True),
+    ("--1", True),
+    ("-1-2", True),
+    ("-1e", True),
+    ("- 1", True),
+    ("-1 ", True),
+    ("-inf", True),
+    ("-nan", True),
+    ("-\u0663", True),  # an Arabic-Indic digit: not a plain (ASCII) number
+    ("=1", True),
+    ("@", True),
+    ("\t1", True),
+    ("a-1", False),
+]
+
+
+def test_csv_bytes_escapes_text_but_not_plain_numbers() -> None:
+    frame = pd.DataFrame({"cell": [cell for cell, _ in ESCAPES]}, dtype=object)
+
+    rows = list(csv.reader(io.StringIO(csv_bytes(frame, header=False).decode(), newline="")))
+
+    assert [row[0] for row in rows] == [
+        "'" + cell if is_escaped else cell for cell, is_escaped in ESCAPES
+    ]
+
+
+@pytest.mark.parametrize("quote_all", [False, True])
+def test_every_output_path_escapes_alike(quote_all: bool) -> None:
+    cells = [cell for cell, _ in ESCAPES]
+    rows = [[cell, cell] for cell in cells]
+    lines = ["a,b"] + [",".join(f'"{cell}"' if quote_all else cell for cell in row) for row in rows]
+    content = ("\n".join(lines) + "\n").encode()
+    added = {"prediction": np.array(cells, dtype=object)}
+
+    (chunk,) = read_csv_chunks(io.BytesIO(content), 1_000)
+
+    frame = chunk.frame.assign(prediction=added["prediction"])
+    assert chunk.to_csv(added, header=True) == csv_bytes(frame, header=True)
 
 
 def test_csv_bytes_quotes_line_breaks_and_uses_crlf() -> None:
