@@ -125,6 +125,24 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+INTERNAL_ERROR_MESSAGE = "internal error; the server log has the details under this request_id"
+
+
+def client_error_body(
+    exc: errors.FastMLError | ApiError, request_id: str | None
+) -> tuple[int, bytes]:
+    """Status and JSON body for an error the client can fix: the FastAPI handlers and the
+    lean predict endpoint answer with this one function."""
+    if isinstance(exc, ApiError):
+        body = error_body(exc.status, exc.message, details=exc.details, request_id=request_id)
+        return exc.status, body
+    status = status_for(exc)
+    body = error_body(
+        status, exc.message, code=error_code(exc), details=exc.details, request_id=request_id
+    )
+    return status, body
+
+
 def error_response(
     request: Request,
     status: int,
@@ -141,16 +159,12 @@ def error_response(
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.FastMLError)
-    async def fastml_error(request: Request, exc: errors.FastMLError) -> Response:
-        return error_response(
-            request, status_for(exc), exc.message, code=error_code(exc), details=exc.details
-        )
-
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> Response:
-        return error_response(
-            request, exc.status, exc.message, details=exc.details, headers=exc.headers
-        )
+    async def client_error(request: Request, exc: errors.FastMLError | ApiError) -> Response:
+        request_id = request.scope.get("state", {}).get("request_id")
+        status, body = client_error_body(exc, request_id)
+        headers = exc.headers if isinstance(exc, ApiError) else None
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -174,6 +188,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
         logger.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response(
-            request, 500, "internal error; the server log has the details under this request_id"
-        )
+        return error_response(request, 500, INTERNAL_ERROR_MESSAGE)

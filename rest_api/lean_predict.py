@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ML.errors import FastMLError
-from rest_api.errors import ApiError, error_body, error_code, status_for
+from rest_api.errors import INTERNAL_ERROR_MESSAGE, ApiError, client_error_body, error_body
 from rest_api.routes import predictions
 from rest_api.routes.predictions import answer_predict_json
 from rest_api.services import Services
@@ -80,28 +80,12 @@ async def lean_predict(
             _proba_flag(scope["query_string"]),
         )
         status = 200
-    except FastMLError as error:
-        status = status_for(error)
-        answer = error_body(
-            status,
-            error.message,
-            code=error_code(error),
-            details=error.details,
-            request_id=state.get("request_id"),
-        )
-    except ApiError as error:
-        status = error.status
-        answer = error_body(
-            status, error.message, details=error.details, request_id=state.get("request_id")
-        )
+    except (FastMLError, ApiError) as error:
+        status, answer = client_error_body(error, state.get("request_id"))
     except Exception:
         logger.exception("internal error on POST %s", scope["path"])
         status = 500
-        answer = error_body(
-            status,
-            "internal error; the server log has the details under this request_id",
-            request_id=state.get("request_id"),
-        )
+        answer = error_body(status, INTERNAL_ERROR_MESSAGE, request_id=state.get("request_id"))
     headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(answer))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": answer})
