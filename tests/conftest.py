@@ -1,24 +1,23 @@
-"""Fixtures shared by every test package: settings in tmp_path, users, the iris sample."""
+"""Fixtures shared by every test package: settings in tmp_path, users, the iris sample.
+
+Constants and helpers live in normal modules (tests/users.py, tests/iris.py,
+testing/servers.py, testing/fastml_api.py); this file only holds fixtures.
+"""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
-from ML.config import PROJECT_DIR, Settings
+from ML.config import Settings
+from rest_api.app import create_app
 from rest_api.passwords import hash_password
-
-IRIS_DIR = PROJECT_DIR / "ML" / "data"
-ADMIN = ("admin", "password")  # the fast-ml template's SERVICE_USER / SERVICE_PASS
-TRAINER = ("tina", "trainer-secret-1")
-PREDICTOR = ("pete", "predictor-secret-1")
-
-
-def basic_auth(user: tuple[str, str]) -> dict[str, str]:
-    token = base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+from testing.fastml_api import basic_auth, train
+from testing.servers import ADMIN
+from tests.iris import IRIS_DIR, TrainedIris
+from tests.users import PREDICTOR, TRAINER
 
 
 @pytest.fixture(scope="session")
@@ -33,11 +32,10 @@ def users_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def settings(tmp_path: Path, users_file: Path) -> Settings:
+def make_settings(work_dir: Path, users_file: Path) -> Settings:
     return Settings(
-        model_dir=tmp_path / "models",
-        log_path=tmp_path / "ML_server.log",
+        model_dir=work_dir / "models",
+        log_path=work_dir / "ML_server.log",
         service_user=ADMIN[0],
         service_pass=ADMIN[1],
         users_file=users_file,
@@ -45,6 +43,11 @@ def settings(tmp_path: Path, users_file: Path) -> Settings:
         login_max_failures=3,
         login_window_seconds=30,
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, users_file: Path) -> Settings:
+    return make_settings(tmp_path, users_file)
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +58,17 @@ def iris_train_csv() -> Path:
 @pytest.fixture(scope="session")
 def iris_test_csv() -> Path:
     return IRIS_DIR / "test.csv"
+
+
+@pytest.fixture(scope="session")
+def trained_iris(
+    tmp_path_factory: pytest.TempPathFactory, users_file: Path, iris_train_csv: Path
+) -> TrainedIris:
+    """Iris trained once per session (random forest, 20 trees) through a real app's job runner."""
+    settings = make_settings(tmp_path_factory.mktemp("trained-iris"), users_file)
+    with TestClient(create_app(settings), headers=basic_auth(ADMIN)) as client:
+        job = train(
+            client, "iris", iris_train_csv, estimator="random_forest", params='{"n_estimators": 20}'
+        )
+    assert job["status"] == "succeeded", job
+    return TrainedIris(settings.model_dir, job)

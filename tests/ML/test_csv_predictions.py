@@ -18,7 +18,7 @@ from ML.errors import InvalidDataset, InvalidInput
 from ML.model_store import LoadedModel
 from ML.prediction import ServedModel, predict, write_predictions_csv
 from ML.training import TrainingOptions, train_model
-from tests.ML.conftest import mixed_rows
+from tests.ML.samples import mixed_rows
 
 IRIS_TRAIN_CSV = PROJECT_DIR / "ML" / "data" / "train.csv"
 IRIS_HEADER = "sepal_length,sepal_width,petal_length,petal_width"

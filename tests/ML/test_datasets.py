@@ -28,7 +28,7 @@ from ML.datasets import (
     read_labelled_csv,
 )
 from ML.errors import DatasetTooLarge, InvalidDataset, InvalidInput
-from tests.ML.conftest import WriteCsv
+from tests.ML.samples import WriteCsv
 
 NUMERIC = FeatureKind.NUMERIC
 CATEGORICAL = FeatureKind.CATEGORICAL

@@ -40,7 +40,7 @@ from ML.training import (
     train_model,
     validate_options,
 )
-from tests.ML.conftest import mixed_rows
+from tests.ML.samples import mixed_rows
 
 METRIC_KEYS = {
     "accuracy",

@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 
 from ML.config import Settings
 from rest_api.app import create_app
-from tests.conftest import ADMIN, PREDICTOR, TRAINER, basic_auth
+from testing.fastml_api import basic_auth
+from testing.servers import ADMIN
+from tests.users import PREDICTOR, TRAINER
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 

@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 
 from ML.config import Settings
 from rest_api.app import create_app
-from tests.conftest import ADMIN, PREDICTOR, TRAINER, basic_auth
-from tests.rest_api.conftest import train
+from testing.fastml_api import basic_auth, train
+from testing.servers import ADMIN
+from tests.users import PREDICTOR, TRAINER
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 CASES: list[tuple[str, dict[str, Any]]] = [

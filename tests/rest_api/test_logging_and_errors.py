@@ -10,7 +10,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from ML.config import Settings
-from tests.conftest import ADMIN, PREDICTOR, basic_auth
+from testing.fastml_api import basic_auth
+from testing.servers import ADMIN
+from tests.users import PREDICTOR
 
 
 def test_error_shape_is_stable(client: TestClient) -> None:

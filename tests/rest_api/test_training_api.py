@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.rest_api.conftest import train, wait_for_job
+from testing.fastml_api import train, wait_for_job
 
 
 def test_train_answers_202_with_location_and_job(client: TestClient, iris_train_csv: Path) -> None:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.system.conftest import start_server, stop_server
+from testing.fastml_api import wait_for_job
+from testing.servers import start_server, stop_server
 
 pytestmark = pytest.mark.system
 DEADLINE_SECONDS = 60
@@ -28,18 +26,6 @@ def slow_training_csv(path: Path) -> Path:
     return path
 
 
-def wait_for_status(client: httpx.Client, job_id: str, wanted: set[str]) -> dict[str, Any]:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    for _ in range(1000):
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in wanted:
-            return job  # type: ignore[no-any-return]
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} never reached {wanted}: {job}")
-
-
 def test_killed_server_job_is_failed_after_restart(tmp_path: Path) -> None:
     csv_path = slow_training_csv(tmp_path / "slow.csv")
     server = start_server(tmp_path)
@@ -52,7 +38,7 @@ def test_killed_server_job_is_failed_after_restart(tmp_path: Path) -> None:
             )
             assert answer.status_code == 202, answer.text
             job_id = answer.json()["id"]
-            wait_for_status(client, job_id, {"running"})
+            wait_for_job(client, job_id, frozenset({"running"}), DEADLINE_SECONDS)
         # Kill gunicorn, its workers and the training process at once: no clean shutdown.
         os.killpg(os.getpgid(server.process.pid), signal.SIGKILL)
         server.process.wait(timeout=30)
@@ -62,7 +48,7 @@ def test_killed_server_job_is_failed_after_restart(tmp_path: Path) -> None:
     restarted = start_server(tmp_path)
     try:
         with restarted.client() as client:
-            job = wait_for_status(client, job_id, {"failed", "succeeded"})
+            job = wait_for_job(client, job_id, deadline_seconds=DEADLINE_SECONDS)
         assert job["status"] == "failed"
         assert "stopped" in job["error"]
     finally:

@@ -13,9 +13,8 @@ import pytest
 from ML.config import PROJECT_DIR
 from ML.model_store import ModelStore
 from ML.secret_key import load_or_create_secret
-from tests.conftest import ADMIN, basic_auth
-from tests.system.conftest import Server
-from tests.system.test_tour import train
+from testing.fastml_api import basic_auth
+from testing.servers import ADMIN, Server
 
 pytestmark = pytest.mark.system
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -47,10 +46,8 @@ def scikit_learn_answers(server: Server, rows: list[dict[str, float]]) -> tuple[
     return pipeline.predict(frame).tolist(), pipeline.predict_proba(frame)
 
 
-def test_concurrent_callers_get_their_own_answers(server: Server) -> None:
-    with server.client() as client:
-        job = train(client, PROJECT_DIR / "ML" / "data" / "train.csv")
-        assert job["status"] == "succeeded"
+def test_concurrent_callers_get_their_own_answers(iris_server: Server) -> None:
+    server = iris_server
     rows = iris_rows()
     expected_labels, expected_proba = scikit_learn_answers(server, rows)
     bad = {"sepal_length": "wide", "sepal_width": 3.0, "petal_length": 1.0}

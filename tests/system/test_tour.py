@@ -9,38 +9,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.system.conftest import Server
+from testing.fastml_api import submit_training, train, wait_for_job
+from testing.servers import Server
+from tests.iris import ROW
 
 pytestmark = pytest.mark.system
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 DEADLINE_SECONDS = 90
-
-
-def wait_for_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    for _ in range(5000):
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job  # type: ignore[no-any-return]
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} still running")
-
-
-def train(client: httpx.Client, csv_path: Path, **form: str) -> dict[str, Any]:
-    with csv_path.open("rb") as file:
-        answer = client.post(
-            "/models/iris/train",
-            files={"csv_file": ("train.csv", file, "text/csv")},
-            data={"target_variable": "species", **form},
-        )
-    assert answer.status_code == 202, answer.text
-    assert answer.headers["location"].startswith("/jobs/")
-    return wait_for_job(client, answer.json()["id"])
 
 
 def answers_by_worker(server: Server, method: str, path: str, **kwargs: Any) -> dict[int, Any]:
@@ -63,7 +39,10 @@ def answers_by_worker(server: Server, method: str, path: str, **kwargs: Any) -> 
 
 def test_tour(server: Server, iris_train_csv: Path, iris_test_csv: Path) -> None:
     with server.client() as client:
-        job = train(client, iris_train_csv)
+        submitted = submit_training(client, "iris", iris_train_csv)
+        assert submitted.status_code == 202, submitted.text
+        assert submitted.headers["location"] == f"/jobs/{submitted.json()['id']}"
+        job = wait_for_job(client, submitted.json()["id"])
         assert job["status"] == "succeeded", job
         assert job["result"]["version"] == 1
 
@@ -90,7 +69,7 @@ def test_tour(server: Server, iris_train_csv: Path, iris_test_csv: Path) -> None
         assert all(row["species"] for row in rows)  # the label column passes through
 
         # A new version reaches every worker without a restart.
-        second = train(client, iris_train_csv, estimator="logistic_regression")
+        second = train(client, "iris", iris_train_csv, estimator="logistic_regression")
         assert second["result"]["version"] == 2
         deadline = time.monotonic() + DEADLINE_SECONDS
         for _ in range(100):

@@ -1,0 +1,25 @@
+"""The iris sample shipped in ML/data, and a model folder where iris was trained once."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ML.config import PROJECT_DIR
+
+IRIS_DIR = PROJECT_DIR / "ML" / "data"
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+@dataclass(frozen=True)
+class TrainedIris:
+    """A model folder (store, job records, secret) where iris version 1 was trained by the API."""
+
+    model_dir: Path
+    job: dict[str, Any]
+
+    def copy_to(self, model_dir: Path) -> None:
+        """A private copy: a test may add, promote or delete versions without touching others."""
+        shutil.copytree(self.model_dir, model_dir)
