@@ -12,25 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import csv
-import enum
 import errno
 import importlib.util
 import io
-import ipaddress
 import math
 import os
-import re
-import secrets
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -41,126 +35,22 @@ if __package__ in (None, ""):
     # project root importable so `testing.load_report` resolves.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from testing.fastml_api import basic_auth_header, multipart_body
+from testing.load_config import (
+    DEFAULT_CSV,
+    LoadConfig,
+    LoadTestError,
+    Payload,
+    check_loopback,
+)
+from testing.load_credentials import auth_note
 from testing.load_report import LatencyHistogram, LoadReport, save_json, save_plot
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_CSV = PROJECT_DIR / "ML" / "data" / "test.csv"
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # Rows kept for --payload json, sent round-robin: bounds memory for a huge CSV.
 MAX_JSON_ROWS = 10_000
 # In --rate mode a request that starts later than this after its scheduled time is "late".
 LATE_AFTER_SECONDS = 0.001
 PROGRESS_INTERVAL_SECONDS = 0.2
-
-
-class Payload(enum.StrEnum):
-    JSON = "json"
-    CSV = "csv"
-    COMPAT = "compat"
-
-
-class LoadTestError(Exception):
-    """A load test that cannot start: a bad option, an unreadable CSV, a refused target."""
-
-
-class RemoteTargetRefused(LoadTestError):
-    """The target host is not a loopback address and remote targets were not allowed."""
-
-
-def _env_first(*names: str, default: str) -> str:
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return default
-
-
-def default_user() -> str:
-    return _env_first("FASTML_USER", "SERVICE_USER", default="admin")
-
-
-def default_password() -> str:
-    return _env_first("FASTML_PASSWORD", "SERVICE_PASS", default="password")
-
-
-@dataclass(frozen=True)
-class LoadConfig:
-    """Everything one load test needs; validated when built."""
-
-    requests: int = 1000
-    url: str = "http://127.0.0.1:8000"
-    model: str = "iris"
-    user: str = field(default_factory=default_user)
-    password: str = field(default_factory=default_password, repr=False)
-    concurrency: int = 64
-    duration: float | None = None
-    payload: Payload = Payload.JSON
-    csv_path: Path = DEFAULT_CSV
-    target: str = "species"
-    rate: float | None = None
-    timeout: float = 30.0
-    show_progress: bool = True
-    allow_remote: bool = False
-
-    def __post_init__(self) -> None:
-        if self.requests < 1:
-            raise LoadTestError(f"the number of requests must be at least 1; got {self.requests}")
-        if ":" in self.user:
-            raise LoadTestError(f"user name {self.user!r} contains ':', which basic auth forbids")
-        if self.concurrency < 1:
-            raise LoadTestError(f"--concurrency must be at least 1; got {self.concurrency}")
-        for name in ("duration", "rate", "timeout"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise LoadTestError(f"--{name} must be a positive number; got {value}")
-        if not MODEL_NAME.match(self.model):
-            raise LoadTestError(
-                f"model name {self.model!r} is not valid; use lowercase letters, digits, "
-                "'_' and '-', starting with a letter or digit, at most 64 characters"
-            )
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise LoadTestError(f"--url must look like http://127.0.0.1:8000; got {self.url!r}")
-
-    @property
-    def endpoint(self) -> str:
-        base = self.url.rstrip("/")
-        if self.payload is Payload.COMPAT:
-            return f"{base}/get_prediction"
-        if self.payload is Payload.CSV:
-            return f"{base}/models/{self.model}/predict/csv"
-        return f"{base}/models/{self.model}/predict"
-
-
-async def check_loopback(url: str) -> None:
-    """Refuse a URL whose host resolves to any non-loopback address (no connection is made)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise LoadTestError(f"--url {url!r} has an invalid port: {exc}") from exc
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=0, proto=0)
-    except OSError as exc:
-        raise RemoteTargetRefused(
-            f"cannot resolve host {host!r} of --url {url} ({exc}); check the URL"
-        ) from exc
-    remote = sorted({str(info[4][0]) for info in infos if not _is_loopback(str(info[4][0]))})
-    if remote or not infos:
-        raise RemoteTargetRefused(
-            f"refusing to load-test {url}: host {host!r} resolves to non-loopback "
-            f"address {', '.join(remote) or '(none)'}; a load test can take a shared server "
-            "down, so pass --allow-remote if this target is yours to test"
-        )
-
-
-def _is_loopback(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
 
 
 @dataclass(frozen=True)
@@ -182,15 +72,15 @@ def prepare_requests(config: LoadConfig) -> PreparedRequests:
     header = _csv_header(data, config.csv_path)
     if config.payload is Payload.JSON:
         return PreparedRequests("application/json", _json_bodies(data, config))
-    fields: list[tuple[str, bytes, str | None]] = [("csv_file", data, config.csv_path.name)]
+    fields = {}
     if config.payload is Payload.COMPAT:
         if config.target not in header:
             raise LoadTestError(
                 f"target column {config.target!r} not found in {config.csv_path}; the CSV has: "
                 f"{', '.join(header)}; pass --target NAME"
             )
-        fields.append(("target_variable", config.target.encode(), None))
-    content_type, body = _multipart(fields)
+        fields["target_variable"] = config.target
+    content_type, body = multipart_body(fields, {"csv_file": (config.csv_path.name, data)})
     return PreparedRequests(content_type, (body,))
 
 
@@ -229,27 +119,6 @@ def _cell_value(text: str | None) -> int | float | str | None:
         with contextlib.suppress(ValueError):
             return number(text)
     return text
-
-
-def _multipart(fields: Sequence[tuple[str, bytes, str | None]]) -> tuple[str, bytes]:
-    """A multipart/form-data body built once: aiohttp's FormData can be sent only once."""
-    boundary = secrets.token_hex(16)
-    while any(boundary.encode() in value for _, value, _ in fields):
-        boundary = secrets.token_hex(16)
-    parts = []
-    for name, value, filename in fields:
-        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
-        if filename is not None:
-            safe_name = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
-            head += f'; filename="{safe_name}"\r\nContent-Type: text/csv'
-        parts.append(head.encode() + b"\r\n\r\n" + value + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return f"multipart/form-data; boundary={boundary}", b"".join(parts)
-
-
-def basic_auth_header(user: str, password: str) -> str:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    return f"Basic {token}"
 
 
 def error_kind(exc: BaseException) -> str:
@@ -344,10 +213,13 @@ class _LoadRun:
             elif -delay > LATE_AFTER_SECONDS:
                 # Every worker was busy at the scheduled time: the in-flight cap was hit.
                 self.late += 1
-            await send(session, bodies[index % count], scheduled)
+            # A late request counts from its schedule (no coordinated omission); the event
+            # loop may also wake a little early, and then it counts from when it was sent,
+            # so a latency is never negative: the earlier of the two.
+            await send(session, bodies[index % count], min(scheduled, clock()))
 
     def report(self, wall_seconds: float) -> LoadReport:
-        return LoadReport(
+        report = LoadReport(
             url=self.url,
             payload=str(self.config.payload),
             concurrency=self.config.concurrency,
@@ -361,10 +233,21 @@ class _LoadRun:
             stop_reason=self.stop_reason,
             latency=self.histogram,
         )
+        note = auth_note(report, self.config.credentials)
+        if note is not None:
+            report.notes.append(note)
+        return report
 
 
-async def run_load(config: LoadConfig, *, stop: asyncio.Event | None = None) -> LoadReport:
+async def run_load(
+    config: LoadConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> LoadReport:
     """Run one load test. Setting `stop` ends it early: no new requests, in-flight ones finish.
+
+    `on_progress(done)` is called every PROGRESS_INTERVAL_SECONDS (never per request).
 
     Raises LoadTestError (or RemoteTargetRefused) before any connection when it cannot start.
     """
@@ -374,7 +257,7 @@ async def run_load(config: LoadConfig, *, stop: asyncio.Event | None = None) -> 
     run = _LoadRun(config, prepared)
     # Every request shares these headers, so aiohttp does not rebuild them per request.
     headers = {
-        "Authorization": basic_auth_header(config.user, config.password),
+        "Authorization": basic_auth_header(config.credentials.user, config.credentials.password),
         "Content-Type": prepared.content_type,
     }
     connector = aiohttp.TCPConnector(limit=config.concurrency)
@@ -393,6 +276,8 @@ async def run_load(config: LoadConfig, *, stop: asyncio.Event | None = None) -> 
             helpers = [group.create_task(_stop_on(stop, run))] if stop is not None else []
             if config.show_progress:
                 helpers.append(group.create_task(_show_progress(run)))
+            if on_progress is not None:
+                helpers.append(group.create_task(_report_progress(run, on_progress)))
             workers = [
                 group.create_task(
                     run.open_loop_worker(session, config.rate)
@@ -411,6 +296,15 @@ async def run_load(config: LoadConfig, *, stop: asyncio.Event | None = None) -> 
 async def _stop_on(event: asyncio.Event, run: _LoadRun) -> None:
     await event.wait()
     run.stop("interrupted")
+
+
+async def _report_progress(run: _LoadRun, on_progress: Callable[[int], None]) -> None:
+    try:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+            on_progress(run.done)
+    finally:
+        on_progress(run.done)
 
 
 async def _show_progress(run: _LoadRun) -> None:
@@ -446,15 +340,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="number of requests, up to 1,000,000 and more (default 1000)",
     )
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("FASTML_URL", "http://127.0.0.1:8000"),
+        help="server base URL (default $FASTML_URL, else http://127.0.0.1:8000)",
+    )
     parser.add_argument("--model", default="iris", help="model name (default iris)")
     parser.add_argument(
-        "--user", default=None, help="user (default $FASTML_USER, else $SERVICE_USER, else admin)"
+        "--user",
+        default=None,
+        help="user (default $FASTML_USER, else $SERVICE_USER, else the server's generated admin)",
     )
     parser.add_argument(
         "--password",
         default=None,
-        help="password (default $FASTML_PASSWORD, else $SERVICE_PASS, else password)",
+        help="password (default $FASTML_PASSWORD, else $SERVICE_PASS, else the generated "
+        "admin's, read from ML/saved_models/_state/admin_credentials.txt or the FASTML_STATE_DIR "
+        "/ FASTML_MODEL_DIR of the environment)",
     )
     parser.add_argument(
         "--concurrency", type=int, default=64, help="requests in flight at most (default 64)"
@@ -497,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write a latency histogram PNG here (needs matplotlib)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="client processes sharing the requests and the concurrency, so one Python "
+        "process is not the limit; one merged report (default 1)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow a target that is not a loopback address"
@@ -509,8 +418,8 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         requests=args.requests,
         url=args.url,
         model=args.model,
-        user=args.user if args.user is not None else default_user(),
-        password=args.password if args.password is not None else default_password(),
+        user=args.user,
+        password=args.password,
         concurrency=args.concurrency,
         duration=args.duration,
         payload=Payload(args.payload),
@@ -529,7 +438,10 @@ def _check_outputs(args: argparse.Namespace) -> None:
         if path is not None and not path.resolve().parent.is_dir():
             raise LoadTestError(f"{option}: folder {str(path.parent)!r} does not exist; create it")
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
-        raise LoadTestError("--plot needs matplotlib; run `pip install matplotlib` or drop --plot")
+        raise LoadTestError(
+            f"--plot needs matplotlib: run `{sys.executable} -m pip install matplotlib`, "
+            "or drop --plot"
+        )
 
 
 async def _run_until_interrupted(config: LoadConfig) -> LoadReport:
@@ -550,7 +462,7 @@ async def _run_until_interrupted(config: LoadConfig) -> LoadReport:
     return await run_load(config, stop=stop)
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's faster event loop when it is installed; asyncio's otherwise."""
     try:
         import uvloop
@@ -567,11 +479,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_outputs(args)
         print(
             f"sending {config.requests} requests to POST {config.endpoint} "
-            f"({config.payload}, concurrency {config.concurrency})",
+            f"({config.payload}, concurrency {config.concurrency}, "
+            f"{args.processes} process(es), as user {config.credentials.user!r} from "
+            f"{config.credentials.source})",
             file=sys.stderr,
         )
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            report = runner.run(_run_until_interrupted(config))
+        if args.processes != 1:
+            from testing.load_processes import run_in_processes
+
+            report = run_in_processes(config, args.processes)
+        else:
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                report = runner.run(_run_until_interrupted(config))
     except LoadTestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

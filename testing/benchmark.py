@@ -36,7 +36,7 @@ if __package__ in (None, ""):
     # Run as `python testing/benchmark.py`: make the project root importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from testing.async_predictions import LoadConfig, LoadTestError, Payload, run_load
+from testing.async_predictions import run_load
 from testing.benchmark_report import (
     CEILING_APP,
     OwnClientRow,
@@ -62,6 +62,7 @@ from testing.benchmark_workload import (
 from testing.ceiling_pairs import run_pairs
 from testing.fastml_api import ApiError, LocalClient, basic_auth_header, train
 from testing.in_process_timing import measure_in_process
+from testing.load_config import LoadConfig, LoadTestError, Payload
 from testing.load_report import LoadReport
 from testing.servers import (
     ADMIN,

@@ -183,6 +183,47 @@ class LoadReport:
     # "completed", "duration" (the --duration cap was reached) or "interrupted" (Ctrl-C).
     stop_reason: str = "completed"
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # Plain sentences for the reader, e.g. that the credentials were refused.
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def merged(cls, reports: list[LoadReport]) -> LoadReport:
+        """One report of client processes that ran side by side (started together).
+
+        Counts add up, the wall time is the longest, and the latency histograms are merged
+        bucket by bucket, so the percentiles are those of all samples together.
+        """
+        if not reports:
+            raise ValueError("no reports to merge")
+        merged = cls(
+            url=reports[0].url,
+            payload=reports[0].payload,
+            concurrency=sum(r.concurrency for r in reports),
+            requests_planned=sum(r.requests_planned for r in reports),
+            requests_sent=sum(r.requests_sent for r in reports),
+            wall_seconds=max(r.wall_seconds for r in reports),
+            rate=None if reports[0].rate is None else sum(r.rate or 0 for r in reports),
+            late=sum(r.late for r in reports),
+            stop_reason=next(
+                (
+                    reason
+                    for reason in ("interrupted", "duration")
+                    if any(r.stop_reason == reason for r in reports)
+                ),
+                "completed",
+            ),
+            latency=LatencyHistogram(
+                reports[0].latency.lowest, reports[0].latency.highest, reports[0].latency.ratio
+            ),
+        )
+        for report in reports:
+            for status, count in report.statuses.items():
+                merged.statuses[status] = merged.statuses.get(status, 0) + count
+            for kind, count in report.client_errors.items():
+                merged.client_errors[kind] = merged.client_errors.get(kind, 0) + count
+            merged.latency.merge(report.latency)
+            merged.notes += [note for note in report.notes if note not in merged.notes]
+        return merged
 
     @property
     def answers(self) -> int:
@@ -230,6 +271,7 @@ class LoadReport:
             "success": self.is_success,
             "latency_ms": self.latency_ms(),
             "latency_histogram": self.latency.to_dict(),
+            "notes": list(self.notes),
         }
 
     def format_text(self) -> str:
@@ -252,6 +294,7 @@ class LoadReport:
             )
         if self.stop_reason != "completed":
             lines.append(f"stopped early    {self.stop_reason}")
+        lines += [f"note             {note}" for note in self.notes]
         lines.append("result           " + ("OK" if self.is_success else "FAILED"))
         return "\n".join(lines)
 

@@ -3,9 +3,10 @@
     pip install locust
     FASTML_USER=admin FASTML_PASSWORD=... locust -f testing/locustfile.py --host http://127.0.0.1:8000
 
-Environment: FASTML_USER / FASTML_PASSWORD (else SERVICE_USER / SERVICE_PASS, else
-admin / password), FASTML_MODEL (default iris), FASTML_CSV (default ML/data/test.csv),
-FASTML_TARGET (default species), FASTML_URL (or --host; default http://127.0.0.1:8000).
+Environment: FASTML_USER / FASTML_PASSWORD (else SERVICE_USER / SERVICE_PASS, else the
+server's generated admin, as async_predictions.py finds it), FASTML_MODEL (default iris),
+FASTML_CSV (default ML/data/test.csv), FASTML_TARGET (default species), FASTML_URL (or
+--host; default http://127.0.0.1:8000).
 Locust is not a project dependency. Unlike async_predictions.py it does not refuse remote
 hosts: the host is always named explicitly.
 """
@@ -23,13 +24,9 @@ if __package__ in (None, ""):
     # Locust imports this file by path: make the project root importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from testing.async_predictions import (
-    DEFAULT_CSV,
-    LoadConfig,
-    Payload,
-    basic_auth_header,
-    prepare_requests,
-)
+from testing.async_predictions import prepare_requests
+from testing.fastml_api import basic_auth_header
+from testing.load_config import DEFAULT_CSV, LoadConfig, Payload
 
 
 def _config(payload: Payload) -> LoadConfig:
@@ -59,7 +56,7 @@ class FastMLUser(HttpUser):
 
     def on_start(self) -> None:
         config = _config(Payload.JSON)
-        self.auth_header = basic_auth_header(config.user, config.password)
+        self.auth_header = basic_auth_header(config.credentials.user, config.credentials.password)
         self.json_bodies = itertools.cycle(_JSON.bodies)
 
     def _post(self, path: str, content_type: str, body: bytes, name: str) -> None:

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,16 +23,16 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from testing.async_predictions import (
+from testing.async_predictions import main, run_load
+from testing.fastml_api import basic_auth_header
+from testing.load_config import (
     LoadConfig,
     LoadTestError,
     Payload,
     RemoteTargetRefused,
-    basic_auth_header,
     check_loopback,
-    main,
-    run_load,
 )
+from testing.servers import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SCRIPT = PROJECT_DIR / "testing" / "async_predictions.py"
@@ -183,12 +182,6 @@ def cli_args(url: str, csv_path: Path, *extra: str) -> list[str]:
         "--no-progress",
         *extra,
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_json_rows_all_answered_200(peer_url: str, iris_csv: Path) -> None:
