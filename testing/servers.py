@@ -141,6 +141,7 @@ def start_server(
     configures no user, so the server generates its admin. Raises ServerError, having stopped
     the server, when it exits or is not ready within READY_DEADLINE_SECONDS.
     """
+    work_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     command = dockerfile_command(app)
     env = {

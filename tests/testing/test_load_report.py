@@ -216,3 +216,68 @@ def test_save_plot_writes_a_png(tmp_path: Path, samples: np.ndarray) -> None:
     save_plot(make_report(histogram), path)
 
     assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_merged_reports_add_up_and_keep_exact_percentiles() -> None:
+    """What --processes does: the merged report is the one a single client would have made."""
+    samples = lognormal_latencies(30_000)
+    whole = LatencyHistogram()
+    whole.record_many(samples)
+    parts = []
+    for index, (chunk, reason) in enumerate(
+        zip(np.array_split(samples, 3), ("completed", "duration", "completed"), strict=True)
+    ):
+        histogram = LatencyHistogram()
+        histogram.record_many(chunk)
+        parts.append(
+            LoadReport(
+                url="http://127.0.0.1:8000/models/iris/predict",
+                payload="json",
+                concurrency=8,
+                requests_planned=10_000,
+                requests_sent=len(chunk) + index,
+                statuses={200: len(chunk) - index, 429: index},
+                client_errors={"timeout": index} if index else {},
+                wall_seconds=2.0 + index,
+                rate=100.0,
+                late=index,
+                stop_reason=reason,
+                latency=histogram,
+                notes=["credentials refused"] if index else [],
+            )
+        )
+
+    merged = LoadReport.merged(parts)
+
+    assert np.array_equal(merged.latency.counts, whole.counts)
+    assert (merged.latency.count, merged.latency.min, merged.latency.max) == (
+        whole.count,
+        whole.min,
+        whole.max,
+    )
+    assert math.isclose(merged.latency.mean, whole.mean, rel_tol=1e-12)
+    for q in (50, 90, 99, 99.9):
+        assert merged.latency.percentile(q) == whole.percentile(q)
+        exact = float(np.percentile(samples, q, method="inverted_cdf"))
+        assert abs(merged.latency.percentile(q) - exact) <= RESOLUTION * exact
+    assert merged.statuses == {200: 30_000 - 3, 429: 3}
+    assert merged.client_errors == {"timeout": 3}
+    assert (merged.requests_planned, merged.requests_sent) == (30_000, 30_003)
+    assert (merged.concurrency, merged.rate, merged.late) == (24, 300.0, 3)
+    assert merged.wall_seconds == 4.0  # they ran side by side: the longest one
+    assert merged.stop_reason == "duration"
+    assert merged.notes == ["credentials refused"]
+    # The inputs are left as they were.
+    assert parts[0].latency.count == 10_000 and parts[0].statuses == {200: 10_000, 429: 0}
+
+
+def test_merging_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="no reports"):
+        LoadReport.merged([])
+
+
+def test_notes_are_in_the_text_and_the_json(tmp_path: Path) -> None:
+    report = LoadReport("u", "json", 1, 1, 1, statuses={401: 1}, notes=["wrong password"])
+    assert "note             wrong password" in report.format_text()
+    save_json(report, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["notes"] == ["wrong password"]
