@@ -11,9 +11,7 @@ or float64 matrix (FastPipeline); every result is checked equal to sklearn's fir
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import timeit
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -33,6 +31,7 @@ if __package__ in (None, ""):
 
 from ML import forest_inference
 from ML.forest_inference import FastPipeline
+from testing.in_process_timing import time_per_call
 
 BATCH_SIZES = (1, 8, 64, 512, 1024)
 CALIBRATION_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -70,14 +69,6 @@ def _fit(features: pd.DataFrame, labels: Any) -> Pipeline:
     return Pipeline([("preprocess", preprocess), ("classifier", model)]).fit(features, labels)
 
 
-def seconds_per_call(call: Callable[[], object], repeat: int) -> float:
-    """Median over `repeat` runs of the time per call."""
-    timer = timeit.Timer(call)
-    number, elapsed = timer.autorange()
-    number = max(1, int(number * TARGET_SECONDS_PER_RUN / max(elapsed, 1e-9)))
-    return statistics.median(run / number for run in timer.repeat(repeat=repeat, number=number))
-
-
 def sample(features: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     picked = np.random.default_rng(seed).integers(0, len(features), rows)
     return features.iloc[picked].reset_index(drop=True)
@@ -97,8 +88,8 @@ def compare(name: str, repeat: int) -> None:
         matrix = frame[fast.feature_names].to_numpy(np.float64)
         if not np.array_equal(fast.predict_proba(matrix), pipeline.predict_proba(frame)):
             raise SystemExit(f"{name}: FastPipeline differs from sklearn on {rows} rows")
-        slow = seconds_per_call(partial(pipeline.predict_proba, frame), repeat)
-        quick = seconds_per_call(partial(fast.predict_proba, matrix), repeat)
+        slow = time_per_call(partial(pipeline.predict_proba, frame), repeat, TARGET_SECONDS_PER_RUN)
+        quick = time_per_call(partial(fast.predict_proba, matrix), repeat, TARGET_SECONDS_PER_RUN)
         strategy = (
             "vectorised"
             if rows * forest.depth <= forest_inference.VECTORISED_MAX_ROW_LEVELS
@@ -125,7 +116,11 @@ def calibrate(name: str, repeat: int) -> None:
             times = []
             for limit in (sys.maxsize, -1):  # vectorised always, then never
                 forest_inference.VECTORISED_MAX_ROW_LEVELS = limit
-                times.append(seconds_per_call(partial(fast.predict_proba, matrix), repeat))
+                times.append(
+                    time_per_call(
+                        partial(fast.predict_proba, matrix), repeat, TARGET_SECONDS_PER_RUN
+                    )
+                )
             print(f"{rows:>6} {rows * depth:>13} {times[0] * 1e3:>11.3f} {times[1] * 1e3:>9.3f}")
     finally:
         forest_inference.VECTORISED_MAX_ROW_LEVELS = saved

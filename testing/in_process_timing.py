@@ -30,10 +30,12 @@ class InProcessResult:
     fast_note: str
 
 
-def time_per_call(call: Callable[[], object], repeats: int) -> float:
-    """Seconds per call: the median of `repeats` timings of as many calls as fill ~0.2 s."""
+def time_per_call(call: Callable[[], object], repeats: int, seconds_per_run: float = 0.2) -> float:
+    """Seconds per call: the median of `repeats` timed runs, each of as many calls as fill
+    about `seconds_per_run`."""
     timer = timeit.Timer(call)
-    number, _ = timer.autorange()
+    number, elapsed = timer.autorange()
+    number = max(1, round(number * seconds_per_run / max(elapsed, 1e-9)))
     return statistics.median(timer.repeat(repeat=repeats, number=number)) / number
 
 
