@@ -15,6 +15,8 @@ import dataclasses
 import multiprocessing
 import queue
 import signal
+import sys
+import threading
 from collections.abc import Sequence
 from multiprocessing.synchronize import Barrier, Event
 from typing import Any
@@ -60,9 +62,6 @@ def _child(
     done: ctypes.Array[ctypes.c_longlong],
     results: multiprocessing.Queue[tuple[str, Any]],
 ) -> None:
-    # Ctrl-C reaches the whole process group: the parent alone decides, and sets `stop`.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
     def progress(count: int) -> None:
         done[index] = count
 
@@ -81,7 +80,10 @@ def _child(
             watcher.cancel()
 
     try:
-        barrier.wait(timeout=START_DEADLINE_SECONDS)
+        try:
+            barrier.wait(timeout=START_DEADLINE_SECONDS)
+        except threading.BrokenBarrierError:
+            raise LoadTestError("interrupted before every client process had started") from None
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             results.put(("report", runner.run(watched())))
     except LoadTestError as exc:
@@ -106,13 +108,23 @@ def run_in_processes(config: LoadConfig, processes: int) -> LoadReport:
         )
         for index, child in enumerate(configs)
     ]
-    for child in children:
-        child.start()
+    # Ctrl-C reaches the whole process group; the children are born ignoring it (an ignored
+    # signal stays ignored across exec), so only this process decides, and sets `stop`.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for child in children:
+            child.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         barrier.wait(timeout=START_DEADLINE_SECONDS)
         reports = _collect(children, results, done, config)
     except KeyboardInterrupt:
+        print(
+            "\ninterrupted: waiting for requests in flight (Ctrl-C again to abort)", file=sys.stderr
+        )
         stop.set()
+        barrier.abort()  # children still waiting to start give up at once
         reports = _collect(children, results, done, config)
     finally:
         for child in children:

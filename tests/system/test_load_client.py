@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -132,6 +133,43 @@ def test_open_loop_never_measures_a_negative_latency(
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert re.search(r"^answers\s+(\d+) \(200: \1\)$", completed.stdout, re.MULTILINE)
     assert "Traceback" not in completed.stderr
+
+
+def test_ctrl_c_stops_every_process_and_still_reports(ceiling: Server) -> None:
+    """Ctrl-C reaches the whole process group; the report covers what every process sent."""
+    args = ["1000000", "--processes", "2", "--url", ceiling.url, "--user", "a", "--password", "b"]
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=PROJECT_DIR,
+        env=client_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a shell gives a foreground job
+    )
+    try:
+        # The progress bar (stderr) shows answers once both processes run.
+        progress = re.compile(r"\| *[1-9]\d*/1000000")
+        seen = ""
+        deadline = time.monotonic() + 120
+        assert process.stderr is not None
+        for _ in range(100_000):
+            chunk = process.stderr.read(64)
+            seen += chunk
+            if progress.search(seen) or not chunk or time.monotonic() > deadline:
+                break
+        assert progress.search(seen), seen
+        os.killpg(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    assert process.returncode == 130, stdout + seen + stderr
+    assert "stopped early    interrupted" in stdout
+    sent = int(re.search(r"^requests sent +(\d+) of 1000000$", stdout, re.MULTILINE)[1])  # type: ignore[index]
+    assert 0 < sent < 1_000_000
+    assert re.search(rf"^answers +{sent} \(200: {sent}\)$", stdout, re.MULTILINE), stdout
 
 
 def test_wrong_password_is_reported_with_what_to_do(server: Server) -> None:
