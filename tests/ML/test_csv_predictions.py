@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from ML.config import PROJECT_DIR
-from ML.datasets import DatasetLimits, frame_from_rows, read_labelled_csv
+from ML.datasets import DatasetLimits, read_labelled_csv
 from ML.errors import InvalidDataset, InvalidInput
+from ML.json_input import frame_from_rows
 from ML.model_store import LoadedModel
 from ML.prediction import ServedModel, predict, write_predictions_csv
 from ML.training import TrainingOptions, train_model
