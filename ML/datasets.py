@@ -53,8 +53,8 @@ def read_labelled_csv(
 ) -> Dataset:
     """Read a training CSV: every column but `target_variable` is a feature.
 
-    The file is read twice: once with the csv module to check its shape (encoding, NUL bytes,
-    ragged rows, row limit) with exact line numbers, then with pandas for type inference.
+    The file is read twice: once by `CsvReader` to check its shape (encoding, NUL bytes,
+    quoting, ragged rows, row limit) with exact line numbers, then by pandas for type inference.
     Missing cells are the empty cell and pandas' default NA strings (NA, null, NaN, ...).
     """
     with _rewindable(source) as binary:

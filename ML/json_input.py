@@ -15,7 +15,7 @@ import pandas as pd
 
 from ML.errors import InvalidInput
 from ML.features import Feature, FeatureKind
-from ML.frames import frame_from_arrays
+from ML.frames import frame_from_arrays, object_array
 from ML.messages import MAX_DETAILS, MISSING_FIELD, UNEXPECTED_FIELD, described, listed_names
 
 _PROBLEMS_IN_MESSAGE = 5
@@ -200,10 +200,20 @@ def _numeric_values(values: list[Any], name: str, problems: _Problems) -> np.nda
             return np.array(values, dtype=np.float64)
         except OverflowError:
             pass  # an int beyond float64; reported below
-    array = np.empty(len(values), dtype=np.float64)
+    return _converted(values, _as_number, np.float64, name, problems)
+
+
+def _converted(
+    values: list[Any],
+    convert: Callable[[Any], tuple[Any, str | None]],
+    dtype: type,
+    name: str,
+    problems: _Problems,
+) -> np.ndarray:
+    """Each value converted one by one, each failure added to `problems` with its row."""
+    array: np.ndarray = np.empty(len(values), dtype=dtype)
     for index, value in enumerate(values):
-        number, error = _as_number(value)
-        array[index] = number
+        array[index], error = convert(value)
         if error:
             problems.add({"row": index, "field": name, "error": error})
     return array
@@ -224,16 +234,9 @@ def _as_number(value: Any) -> tuple[float, str | None]:
 
 
 def _categorical_values(values: list[Any], name: str, problems: _Problems) -> np.ndarray:
-    array = np.empty(len(values), dtype=object)
     if all(type(value) is str for value in values):
-        array[:] = values
-        return array
-    for index, value in enumerate(values):
-        text, error = _as_category(value)
-        array[index] = text
-        if error:
-            problems.add({"row": index, "field": name, "error": error})
-    return array
+        return object_array(values)
+    return _converted(values, _as_category, object, name, problems)
 
 
 def _as_category(value: Any) -> tuple[Any, str | None]:
