@@ -35,11 +35,16 @@ def test_chunks_have_at_most_chunk_rows_and_keep_text_as_written() -> None:
     assert all(first[column].dtype == object for column in first.columns)
 
 
-def test_chunks_when_rows_divide_evenly_and_when_one_chunk_holds_all() -> None:
+@pytest.mark.parametrize(
+    ("chunk_rows", "sizes"),
+    [pytest.param(3, [3, 3], id="rows-divide-evenly"), pytest.param(100, [6], id="one-chunk")],
+)
+def test_chunks_when_rows_divide_evenly_and_when_one_chunk_holds_all(
+    chunk_rows: int, sizes: list[int]
+) -> None:
     content = b"a\n" + b"".join(b"%d\n" % index for index in range(6))
 
-    assert [len(c) for c in iter_csv_chunks(io.BytesIO(content), 3)] == [3, 3]
-    assert [len(c) for c in iter_csv_chunks(io.BytesIO(content), 100)] == [6]
+    assert [len(c) for c in iter_csv_chunks(io.BytesIO(content), chunk_rows)] == sizes
 
 
 def test_chunks_stream_many_rows() -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from ML.csv_chunks import read_csv_chunks
+from ML.csv_output import escape, escaped_cells
 from tests.ML.csv_cases import ESCAPES, MIXED_CELLS, csv_bytes, csv_from_rows
 
 # ---------------------------------------------------------------------------------------------
@@ -54,6 +55,12 @@ def test_csv_bytes_escapes_text_but_not_plain_numbers() -> None:
     ]
 
 
+@pytest.mark.parametrize(("cell", "is_escaped"), ESCAPES)
+def test_escape_quotes_text_a_spreadsheet_would_run(cell: str, is_escaped: bool) -> None:
+    assert escape(cell) == ("'" + cell if is_escaped else cell)
+    assert escaped_cells(np.array([cell, "x"], dtype=object)).tolist() == [escape(cell), "x"]
+
+
 @pytest.mark.parametrize("quote_all", [False, True])
 def test_every_output_path_escapes_alike(quote_all: bool) -> None:
     cells = [cell for cell, _ in ESCAPES]
@@ -74,11 +81,19 @@ def test_csv_bytes_quotes_line_breaks_and_uses_crlf() -> None:
     assert csv_bytes(frame, header=True) == b'a,b\r\n"x\ny",1\r\n"z\rw",2\r\n'
 
 
-def test_csv_bytes_escapes_header_names_and_can_omit_the_header() -> None:
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        pytest.param(True, b'\'=cmd,b\r\nx,"say ""hi"", then"\r\n', id="header"),
+        pytest.param(False, b'x,"say ""hi"", then"\r\n', id="no-header"),
+    ],
+)
+def test_csv_bytes_escapes_header_names_and_can_omit_the_header(
+    header: bool, expected: bytes
+) -> None:
     frame = pd.DataFrame({"=cmd": ["x"], "b": ['say "hi", then']})
 
-    assert csv_bytes(frame, header=True) == b'\'=cmd,b\r\nx,"say ""hi"", then"\r\n'
-    assert csv_bytes(frame, header=False) == b'x,"say ""hi"", then"\r\n'
+    assert csv_bytes(frame, header=header) == expected
 
 
 def test_csv_bytes_is_utf8_and_leaves_the_frame_unchanged() -> None:
@@ -93,8 +108,11 @@ def test_csv_bytes_is_utf8_and_leaves_the_frame_unchanged() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("header", [True, False])
 @pytest.mark.parametrize("chunk_rows", [1, 3, 100])
-def test_chunk_output_is_csv_bytes_of_the_frame_with_the_added_columns(chunk_rows: int) -> None:
+def test_chunk_output_is_csv_bytes_of_the_frame_with_the_added_columns(
+    chunk_rows: int, header: bool
+) -> None:
     content = csv_from_rows(MIXED_CELLS, quote_all=False)
 
     for chunk in read_csv_chunks(io.BytesIO(content), chunk_rows):
@@ -107,5 +125,4 @@ def test_chunk_output_is_csv_bytes_of_the_frame_with_the_added_columns(chunk_row
         frame = chunk.frame.copy()
         for name, values in added.items():
             frame[name] = values
-        for header in (True, False):
-            assert chunk.to_csv(added, header=header) == csv_bytes(frame, header=header)
+        assert chunk.to_csv(added, header=header) == csv_bytes(frame, header=header)
