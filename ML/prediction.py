@@ -10,17 +10,12 @@ import numpy as np
 import pandas as pd
 
 from ML.batching import BatchSettings, MicroBatcher
-from ML.datasets import (
-    DatasetLimits,
-    Feature,
-    frame_from_columns,
-    frame_from_rows,
-    matrix_from_rows,
-    read_csv_chunks,
-    read_evaluation_csv,
-)
+from ML.csv_chunks import read_csv_chunks
+from ML.datasets import DatasetLimits, read_evaluation_csv
 from ML.errors import InvalidInput
+from ML.features import Feature
 from ML.forest_inference import FastPipeline
+from ML.json_input import frame_from_columns, frame_from_rows, matrix_from_rows
 from ML.model_store import LoadedModel
 from ML.training import compute_metrics
 
@@ -186,7 +181,7 @@ def write_predictions_csv(
 
     Works chunk by chunk, so memory stays bounded whatever the file's length. Input cells
     are passed through as written, escaped against spreadsheet formula injection (a plain
-    number such as -1.5 is data and stays as it is; see `csv_bytes`).
+    number such as -1.5 is data and stays as it is; see ML/csv_output.py).
     """
     if with_probabilities:
         check_probabilities(model)

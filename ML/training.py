@@ -32,9 +32,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils import get_tags
 
-from ML.datasets import Dataset, Feature, FeatureKind
+from ML.datasets import Dataset
 from ML.errors import InvalidDataset, InvalidParams
 from ML.estimators import DEFAULT_ESTIMATOR, build_estimator, estimator_spec, parameter_names
+from ML.features import Feature, FeatureKind
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from ML.config import PROJECT_DIR
-from ML.datasets import DatasetLimits, frame_from_rows, read_labelled_csv
+from ML.datasets import DatasetLimits, read_labelled_csv
 from ML.errors import InvalidDataset, InvalidInput
+from ML.json_input import frame_from_rows
 from ML.model_store import LoadedModel
 from ML.prediction import ServedModel, predict, write_predictions_csv
 from ML.training import TrainingOptions, train_model
@@ -247,11 +248,24 @@ def test_a_ragged_row_after_multiline_cells_names_its_line(iris: ServedModel) ->
         predict_csv(iris, content, chunk_rows=3)
 
 
-def test_missing_features_and_clashing_columns_are_refused(iris: ServedModel) -> None:
-    with pytest.raises(InvalidInput, match="lacks features the model needs: petal_width"):
-        predict_csv(iris, "sepal_length,sepal_width,petal_length\n1,2,3\n")
-    with pytest.raises(InvalidInput, match="already has column"):
-        predict_csv(iris, f"{IRIS_HEADER},prediction\n{IRIS_ROWS[0]},x\n")
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(
+            "sepal_length,sepal_width,petal_length\n1,2,3\n",
+            "lacks features the model needs: petal_width",
+            id="missing-feature",
+        ),
+        pytest.param(
+            f"{IRIS_HEADER},prediction\n{IRIS_ROWS[0]},x\n", "already has column", id="clash"
+        ),
+    ],
+)
+def test_missing_features_and_clashing_columns_are_refused(
+    iris: ServedModel, content: str, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        predict_csv(iris, content)
 
 
 # ---------------------------------------------------------------------------------------------

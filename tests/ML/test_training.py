@@ -19,17 +19,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from ML import training
-from ML.datasets import (
-    Dataset,
-    DatasetLimits,
-    Feature,
-    FeatureKind,
-    frame_from_rows,
-    read_evaluation_csv,
-    read_labelled_csv,
-)
+from ML.datasets import Dataset, DatasetLimits, read_evaluation_csv, read_labelled_csv
 from ML.errors import InvalidDataset, InvalidParams, UnknownEstimator
 from ML.estimators import ESTIMATORS
+from ML.features import Feature, FeatureKind
+from ML.json_input import frame_from_rows
 from ML.training import (
     CLASSIFIER_STEP,
     PREPROCESS_STEP,
