@@ -84,15 +84,17 @@ class PromoteRequest(BaseModel):
     version: int = Field(ge=1)
 
 
+IRIS_ROW: dict[str, Any] = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
 class PredictRequest(BaseModel):
     """Either `rows` (one object per row) or `columns` (one list per feature)."""
 
-    rows: list[dict[str, Scalar]] | None = Field(
-        default=None,
-        examples=[
-            [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]
-        ],
-    )
+    # One example of the whole body: Swagger's "Try it out" would otherwise fill in both
+    # keys, which the route refuses.
+    model_config = ConfigDict(json_schema_extra={"examples": [{"rows": [IRIS_ROW]}]})
+
+    rows: list[dict[str, Scalar]] | None = Field(default=None, examples=[[IRIS_ROW]])
     columns: dict[str, list[Scalar]] | None = None
 
 
