@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None) -> FastMLApp:
         LoginThrottle(settings.login_max_failures, settings.login_window_seconds),
     )
 
-    request_log = RequestLogWriter(settings.log_path)
+    request_log = RequestLogWriter(
+        settings.log_path, settings.log_max_bytes, settings.log_backup_count
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
