@@ -44,27 +44,39 @@ def install_api_docs(app: FastAPI) -> None:
 
     @app.get(DOCS_URL, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        page = get_swagger_ui_html(
-            openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} - Swagger UI",
-            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
-            swagger_ui_parameters={**SWAGGER_UI_PARAMETERS, **(app.swagger_ui_parameters or {})},
+        assets = _assets_url(request)
+        return _served_here(
+            get_swagger_ui_html(
+                openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+                swagger_css_url=f"{assets}/swagger-ui.css",
+                swagger_favicon_url=f"{assets}/favicon.png",
+                swagger_ui_parameters={
+                    **SWAGGER_UI_PARAMETERS,
+                    **(app.swagger_ui_parameters or {}),
+                },
+            )
         )
-        page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        return page
 
     @app.get(REDOC_URL, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        page = get_redoc_html(
-            openapi_url=f"{root}{openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
-            with_google_fonts=False,
+        assets = _assets_url(request)
+        return _served_here(
+            get_redoc_html(
+                openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{assets}/redoc.standalone.js",
+                redoc_favicon_url=f"{assets}/favicon.png",
+                with_google_fonts=False,
+            )
         )
-        page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-        return page
+
+
+def _assets_url(request: Request) -> str:
+    return f"{request.scope.get('root_path', '')}{ASSETS_URL}"
+
+
+def _served_here(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return page
