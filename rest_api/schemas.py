@@ -49,6 +49,7 @@ METRICS_EXAMPLE: dict[str, Any] = {
     "test_size": 0.2,
     "train_rows": 84,
 }
+TRAINING_ONLY = frozenset({"train_accuracy", "evaluation", "test_size", "cv", "train_rows"})
 METRICS_DESCRIPTION = (
     "accuracy, macro precision/recall/F1, ROC AUC, confusion matrix (rows: true labels, "
     "columns: predictions, in `labels` order), test_rows: rows scored; from training also "
@@ -147,7 +148,9 @@ class EvaluationView(BaseModel):
     version: int
     metrics: dict[str, Any] = Field(
         description=METRICS_DESCRIPTION,
-        examples=[{key: METRICS_EXAMPLE[key] for key in list(METRICS_EXAMPLE)[:8]}],
+        examples=[
+            {key: value for key, value in METRICS_EXAMPLE.items() if key not in TRAINING_ONLY}
+        ],
     )
 
 

@@ -22,3 +22,13 @@ def test_docs_pages_load_only_local_assets_under_a_policy(client: TestClient) ->
             assert f'"/docs/assets/{asset}"' in page.text, (path, asset)
             served = client.get(f"/docs/assets/{asset}")
             assert served.status_code == 200 and len(served.content) > 1000, asset
+
+
+def test_swagger_names_the_row_counts(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    job_result = schemas["JobView"]["properties"]["result"]
+    (job_example,) = job_result["examples"]
+    assert {"train_rows", "test_rows"} <= set(job_example["metrics"])
+    (evaluation,) = schemas["EvaluationView"]["properties"]["metrics"]["examples"]
+    assert "test_rows" in evaluation and "train_rows" not in evaluation
+    assert "dataset_rows" in schemas["VersionView"]["properties"]["metadata"]["description"]
