@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     # Job records, uploads waiting for training, the generated secret and admin password.
     state_dir: Path | None = None
     log_path: Path = PROJECT_DIR / "ML_server.log"
+    log_max_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=0, description="rotate the log past this size; 0: never"
+    )
+    log_backup_count: int = Field(
+        default=5, ge=1, description="rotated logs kept: ML_server.log.1 (newest) to .N"
+    )
     secret_key: SecretStr | None = None
 
     # Users: the fast-ml pair (admin role) and/or a users file of hashed passwords.

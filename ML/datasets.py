@@ -114,7 +114,9 @@ def read_evaluation_csv(
     needed = [*names, target_variable]
     with _rewindable(source) as binary:
         start = binary.tell()
-        header = _scan(binary, limits, lambda found: _require_columns(found, needed))
+        header = _scan(
+            binary, limits, lambda found: _check_evaluation_header(found, names, target_variable)
+        )
         binary.seek(start)
         frame = _parse(binary, header, limits, usecols=needed, dtype=dict.fromkeys(names, str))
     if frame.empty:
@@ -174,6 +176,17 @@ def _check_training_header(header: list[str], target_variable: str) -> None:
             f"the CSV has only the target column '{target_variable}'; "
             "add at least one feature column"
         )
+
+
+def _check_evaluation_header(header: list[str], names: list[str], target_variable: str) -> None:
+    # The target is the request's own choice, not something the model needs: say so.
+    if target_variable not in header:
+        raise InvalidDataset(
+            f"the CSV has no column '{target_variable}', the target_variable of this request; "
+            f"name the column that holds the labels; the CSV has: {listed_names(header)}",
+            details=[{"field": target_variable, "error": MISSING_FIELD}],
+        )
+    _require_columns(header, names)
 
 
 def _require_columns(header: list[str], needed: list[str]) -> None:

@@ -249,8 +249,12 @@ class EmbeddedJobRunner:
             self.jobs.retire(self.owner)
         except Exception:
             logger.exception("could not retire job runner %s", self.owner)
-        if self._log_relay is not None:
-            self._log_relay.stop(wait=True)
+        # Dropped, not just stopped: its queue's semaphores are released when the last
+        # reference goes, and a worker killed by its own re-raised SIGTERM never runs the
+        # atexit hooks that would (the resource tracker then reports them as leaked).
+        relay, self._log_relay = self._log_relay, None
+        if relay is not None:
+            relay.stop(wait=True)
         logger.info("job runner %s stopped", self.owner)
 
     @property

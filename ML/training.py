@@ -152,7 +152,8 @@ def train_model(dataset: Dataset, options: TrainingOptions) -> TrainedModel:
         "target_variable": dataset.target_variable,
         "classes": [native(label) for label in pipeline.classes_],
         "metrics": metrics,
-        "rows": len(dataset.target),
+        # Every row of the uploaded CSV; metrics say how many trained and how many tested.
+        "dataset_rows": len(dataset.target),
         "library_versions": library_versions(),
         "duration_seconds": round(time.perf_counter() - started, 3),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -161,7 +162,7 @@ def train_model(dataset: Dataset, options: TrainingOptions) -> TrainedModel:
     logger.info(
         "trained %s on %d rows in %.2fs (accuracy %.4f)",
         options.estimator,
-        metadata["rows"],
+        metadata["dataset_rows"],
         metadata["duration_seconds"],
         metrics["accuracy"],
     )
@@ -171,7 +172,7 @@ def train_model(dataset: Dataset, options: TrainingOptions) -> TrainedModel:
 def compute_metrics(
     pipeline: Pipeline, features: pd.DataFrame, target: pd.Series
 ) -> dict[str, Any]:
-    """accuracy, macro precision/recall/F1, confusion matrix, ROC AUC, labels and rows.
+    """accuracy, macro precision/recall/F1, confusion matrix, ROC AUC, labels and test_rows.
 
     The confusion matrix's rows are true labels and its columns predictions, both in `labels`
     order: the model's classes, then any label of `target` the model never saw. roc_auc is
@@ -203,7 +204,7 @@ def _train_with_holdout(
         train_accuracy=_train_accuracy(pipeline, train_x, train_y, options.random_state),
         evaluation="holdout",
         test_size=test_size,
-        test_rows=len(test_y),
+        train_rows=len(train_y),
     )
     return pipeline, metrics
 
@@ -294,7 +295,7 @@ def _train_with_cv(
         train_accuracy=_train_accuracy(pipeline, features, target, options.random_state),
         evaluation="cv",
         cv=folds,
-        test_rows=rows,
+        train_rows=rows,  # the stored model is refitted on every row
     )
     return pipeline, metrics
 
@@ -348,7 +349,9 @@ def _metrics(
         "roc_auc": _roc_auc(truth, probabilities, classes),
         "confusion_matrix": matrix.tolist(),
         "labels": [native(label) for label in labels],
-        "rows": len(truth),
+        # The rows these metrics were measured on: the test split, the out-of-fold
+        # predictions of every row under cv, or the file sent to evaluate.
+        "test_rows": len(truth),
     }
 
 

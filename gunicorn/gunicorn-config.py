@@ -36,6 +36,13 @@ limit_request_line = 8190
 limit_request_fields = 100
 
 
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    # uvloop takes over a listening socket and closes it itself, then closes the object it
+    # was given; given gunicorn's wrapper, that second close fails and gunicorn logs "Error
+    # while closing socket [Errno 9]". The plain socket tolerates the second close silently.
+    worker.sockets = [listener.sock for listener in worker.sockets]
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from prometheus_client import multiprocess
 

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from ML.config import Settings
+from rest_api.api_docs import install_api_docs
 from rest_api.auth import Authenticator, AuthMiddleware, LoginThrottle
 from rest_api.errors import install_error_handlers
 from rest_api.lean_predict import LeanPredictMiddleware
@@ -39,7 +40,9 @@ def create_app(settings: Settings | None = None) -> FastMLApp:
         LoginThrottle(settings.login_max_failures, settings.login_window_seconds),
     )
 
-    request_log = RequestLogWriter(settings.log_path)
+    request_log = RequestLogWriter(
+        settings.log_path, settings.log_max_bytes, settings.log_backup_count
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,9 +71,12 @@ def create_app(settings: Settings | None = None) -> FastMLApp:
         version=VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # install_api_docs serves them without a CDN
+        redoc_url=None,
     )
     for router in (health.router, models.router, predictions.router, jobs.router, compat.router):
         app.include_router(router)
+    install_api_docs(app)
     install_error_handlers(app)
     # The edge, outermost first: request id and log line, auth, size limits, the lean
     # predict endpoint; all before any route reads the body, and before FastAPI's stack.

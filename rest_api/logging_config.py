@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import logging.handlers
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"
@@ -12,7 +17,9 @@ def configure_logging(log_path: Path, level: int = logging.INFO) -> None:
     """Attach one append-mode file handler to the root logger (idempotent per path).
 
     Append mode opens the file with O_APPEND, so lines from several workers interleave
-    whole and nothing is ever truncated.
+    whole and nothing is ever truncated. The handler reopens the file once it has been
+    rotated (by a worker's LogRotation or by logrotate), so no line goes to a moved file
+    for long.
     """
     root = logging.getLogger()
     resolved = str(log_path.resolve())
@@ -20,8 +27,73 @@ def configure_logging(log_path: Path, level: int = logging.INFO) -> None:
         if isinstance(handler, logging.FileHandler) and handler.baseFilename == resolved:
             return
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(resolved, mode="a", encoding="utf-8")
+    handler = logging.handlers.WatchedFileHandler(resolved, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     if root.level > level or root.level == logging.NOTSET:
         root.setLevel(level)
+
+
+class LogRotation:
+    """Size-based rotation of a log that several processes append to at once.
+
+    Before each append, a writer asks `descriptor_for` which descriptor to use: the file is
+    reopened when another process (or logrotate) has moved it, and rotated first when the
+    append would take it past `max_bytes` (0: never). Rotation renames, never truncates:
+    log -> log.1 -> ... -> log.<backup_count>, the oldest dropped. It happens under an
+    exclusive flock on the log's folder, so two workers never shift the same files; a
+    worker still holding the old descriptor appends whole lines to log.1 until its next
+    check, so nothing is lost or torn.
+    """
+
+    def __init__(self, log_path: Path, max_bytes: int, backup_count: int) -> None:
+        self.log_path = log_path
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
+
+    def descriptor_for(self, fd: int | None, incoming_bytes: int) -> int:
+        """An O_APPEND descriptor of the current log with room for `incoming_bytes`."""
+        if fd is None or not self._is_current(fd):
+            if fd is not None:
+                os.close(fd)
+            fd = self._open()
+        size = os.fstat(fd).st_size
+        if self.max_bytes and size > 0 and size + incoming_bytes > self.max_bytes:
+            fd = self._rotate(fd, incoming_bytes)
+        return fd
+
+    def _open(self) -> int:
+        return os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _is_current(self, fd: int) -> bool:
+        try:
+            current = os.stat(self.log_path)
+        except FileNotFoundError:
+            return False
+        opened = os.fstat(fd)
+        return (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
+
+    def _rotate(self, fd: int, incoming_bytes: int) -> int:
+        with self._folder_lock():
+            # Another worker may have rotated while this one waited for the lock.
+            if self._is_current(fd) and os.fstat(fd).st_size + incoming_bytes > self.max_bytes:
+                for number in range(self.backup_count - 1, 0, -1):
+                    older = self._backup_path(number)
+                    if older.exists():
+                        older.rename(self._backup_path(number + 1))
+                self.log_path.rename(self._backup_path(1))
+            os.close(fd)
+            return self._open()
+
+    def _backup_path(self, number: int) -> Path:
+        return self.log_path.with_name(f"{self.log_path.name}.{number}")
+
+    @contextlib.contextmanager
+    def _folder_lock(self) -> Iterator[None]:
+        # flock on the folder itself: no lock file to leave beside the log.
+        folder_fd = os.open(self.log_path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder_fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(folder_fd)  # releases the lock

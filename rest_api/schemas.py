@@ -32,6 +32,31 @@ class HealthView(BaseModel):
     checks: dict[str, str] = {}
 
 
+# What training measured: train_rows fitted the stored model, test_rows were scored
+# (the holdout split, or every row out-of-fold under cv). Evaluate answers the same
+# metrics without the training-only keys; test_rows is then the file's row count.
+METRICS_EXAMPLE: dict[str, Any] = {
+    "accuracy": 0.952,
+    "precision_macro": 0.958,
+    "recall_macro": 0.952,
+    "f1_macro": 0.952,
+    "roc_auc": 1.0,
+    "confusion_matrix": [[7, 0, 0], [0, 7, 0], [0, 1, 6]],
+    "labels": ["setosa", "versicolor", "virginica"],
+    "test_rows": 21,
+    "train_accuracy": 1.0,
+    "evaluation": "holdout",
+    "test_size": 0.2,
+    "train_rows": 84,
+}
+TRAINING_ONLY = frozenset({"train_accuracy", "evaluation", "test_size", "cv", "train_rows"})
+METRICS_DESCRIPTION = (
+    "accuracy, macro precision/recall/F1, ROC AUC, confusion matrix (rows: true labels, "
+    "columns: predictions, in `labels` order), test_rows: rows scored; from training also "
+    "train_rows: rows the model was fitted on"
+)
+
+
 class JobView(BaseModel):
     id: str
     kind: str
@@ -41,7 +66,10 @@ class JobView(BaseModel):
     started_at: str | None
     finished_at: str | None
     options: dict[str, Any]
-    result: dict[str, Any] | None
+    result: dict[str, Any] | None = Field(
+        description=f"a training job's version, promoted flag and metrics: {METRICS_DESCRIPTION}",
+        examples=[{"version": 1, "promoted": True, "metrics": METRICS_EXAMPLE}],
+    )
     error: str | None
     links: dict[str, str] = {}
 
@@ -58,7 +86,10 @@ class VersionView(BaseModel):
     is_usable: bool
     unusable_reason: str | None
     size_bytes: int
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = Field(
+        description="estimator and params, features, classes, dataset_rows (every row of the "
+        f"training CSV), library versions, duration, and metrics: {METRICS_DESCRIPTION}"
+    )
 
 
 class ModelView(BaseModel):
@@ -72,7 +103,9 @@ class ModelSummary(BaseModel):
     current_version: int | None
     versions: list[int]
     estimator: str | None
-    metrics: dict[str, Any] | None
+    metrics: dict[str, Any] | None = Field(
+        description=METRICS_DESCRIPTION, examples=[METRICS_EXAMPLE]
+    )
 
 
 class ModelList(BaseModel):
@@ -84,15 +117,22 @@ class PromoteRequest(BaseModel):
     version: int = Field(ge=1)
 
 
+IRIS_ROW: dict[str, Any] = {
+    "sepal_length": 5.1,
+    "sepal_width": 3.5,
+    "petal_length": 1.4,
+    "petal_width": 0.2,
+}
+
+
 class PredictRequest(BaseModel):
     """Either `rows` (one object per row) or `columns` (one list per feature)."""
 
-    rows: list[dict[str, Scalar]] | None = Field(
-        default=None,
-        examples=[
-            [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]
-        ],
-    )
+    # One example of the whole body: Swagger's "Try it out" would otherwise fill in both
+    # keys, which the route refuses.
+    model_config = ConfigDict(json_schema_extra={"examples": [{"rows": [IRIS_ROW]}]})
+
+    rows: list[dict[str, Scalar]] | None = Field(default=None, examples=[[IRIS_ROW]])
     columns: dict[str, list[Scalar]] | None = None
 
 
@@ -106,7 +146,12 @@ class PredictResponse(BaseModel):
 class EvaluationView(BaseModel):
     model: str
     version: int
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(
+        description=METRICS_DESCRIPTION,
+        examples=[
+            {key: value for key, value in METRICS_EXAMPLE.items() if key not in TRAINING_ONLY}
+        ],
+    )
 
 
 class CompatResponse(BaseModel):

@@ -221,11 +221,19 @@ def test_evaluation_allows_a_single_class() -> None:
 
 def test_evaluation_names_missing_columns() -> None:
     with pytest.raises(InvalidDataset) as caught:
+        read_evaluation_csv(io.BytesIO(b"size,y\n1,p\n"), "y", SCHEMA, DatasetLimits())
+    assert "lacks columns the model needs: color, weight; the CSV has: size, y" in str(caught.value)
+    assert [detail["field"] for detail in caught.value.details] == ["color", "weight"]
+
+
+def test_evaluation_says_a_missing_target_is_the_one_the_request_named() -> None:
+    with pytest.raises(InvalidDataset) as caught:
         read_evaluation_csv(io.BytesIO(b"size,z\n1,p\n"), "y", SCHEMA, DatasetLimits())
-    assert "lacks columns the model needs: color, weight, y; the CSV has: size, z" in str(
-        caught.value
+    assert caught.value.message == (
+        "the CSV has no column 'y', the target_variable of this request; "
+        "name the column that holds the labels; the CSV has: size, z"
     )
-    assert [detail["field"] for detail in caught.value.details] == ["color", "weight", "y"]
+    assert caught.value.details == [{"field": "y", "error": "is missing"}]
 
 
 def test_evaluation_rejects_text_in_a_numeric_feature() -> None:
@@ -248,7 +256,7 @@ def test_evaluation_rejects_text_in_a_numeric_feature() -> None:
     ("content", "message"),
     [
         pytest.param(
-            b"size,color,weight\n1,r,2\n", "lacks column the model needs: y", id="no-target"
+            b"size,color,weight\n1,r,2\n", "no column 'y', the target_variable", id="no-target"
         ),
         pytest.param(b"", "the CSV is empty", id="empty"),
         pytest.param(b"size,color,weight,y\n", "no data rows", id="header-only"),

@@ -44,7 +44,7 @@ METRIC_KEYS = {
     "roc_auc",
     "confusion_matrix",
     "labels",
-    "rows",
+    "test_rows",
 }
 METADATA_KEYS = {
     "estimator",
@@ -53,7 +53,7 @@ METADATA_KEYS = {
     "target_variable",
     "classes",
     "metrics",
-    "rows",
+    "dataset_rows",
     "library_versions",
     "duration_seconds",
     "trained_at",
@@ -172,7 +172,7 @@ def test_metadata_describes_the_training(mixed_dataset: Dataset) -> None:
 
     metadata = trained.metadata
     assert metadata["target_variable"] == "label"
-    assert metadata["rows"] == 48
+    assert metadata["dataset_rows"] == 48
     assert metadata["features"] == [feature.to_dict() for feature in mixed_dataset.schema]
     assert metadata["params"]["n_estimators"] == 5
     assert metadata["params"]["random_state"] == 42
@@ -183,10 +183,11 @@ def test_metadata_describes_the_training(mixed_dataset: Dataset) -> None:
     assert trained_at.tzinfo is not None and trained_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
     assert trained_at >= before
     metrics = metadata["metrics"]
-    assert set(metrics) >= METRIC_KEYS | {"train_accuracy", "evaluation", "test_size", "test_rows"}
+    assert set(metrics) >= METRIC_KEYS | {"train_accuracy", "evaluation", "test_size", "train_rows"}
+    assert "rows" not in metrics and "rows" not in metadata  # named for what they count
     assert metrics["evaluation"] == "holdout"
     assert metrics["test_size"] == 0.25
-    assert metrics["test_rows"] == metrics["rows"] == 12
+    assert (metrics["train_rows"], metrics["test_rows"]) == (36, 12)
     assert sum(map(sum, metrics["confusion_matrix"])) == 12
     assert metrics["labels"] == metadata["classes"] == ["no", "yes"]
     assert 0 <= metrics["train_accuracy"] <= 1
@@ -280,7 +281,7 @@ def test_cross_validation_measures_every_row_then_refits_on_all(mixed_dataset: D
     assert metrics["evaluation"] == "cv"
     assert metrics["cv"] == 4
     assert "test_size" not in metrics
-    assert metrics["test_rows"] == metrics["rows"] == 48
+    assert metrics["test_rows"] == metrics["train_rows"] == 48
     assert sum(map(sum, metrics["confusion_matrix"])) == 48
     assert isinstance(metrics["roc_auc"], float)
     assert trained.metadata["warnings"] == []
@@ -294,7 +295,7 @@ def test_cross_validation_without_stratification_when_a_class_is_rare() -> None:
 
     trained = train_model(dataset, TrainingOptions(estimator="random_forest", cv=3))
 
-    assert trained.metadata["metrics"]["rows"] == 30
+    assert trained.metadata["metrics"]["test_rows"] == trained.metadata["dataset_rows"] == 30
     assert trained.metadata["classes"] == ["a", "b", "rare"]
 
 
@@ -314,6 +315,7 @@ def test_holdout_falls_back_to_a_plain_split_when_it_cannot_stratify() -> None:
     )
 
     assert trained.metadata["metrics"]["test_rows"] == 7
+    assert trained.metadata["metrics"]["train_rows"] == 14
 
 
 def test_a_dataset_too_small_to_split_says_how_many_rows_it_needs() -> None:

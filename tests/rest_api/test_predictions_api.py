@@ -118,6 +118,7 @@ def test_evaluate_gives_training_metrics(
     metrics = answer.json()["metrics"]
     assert metrics["accuracy"] > 0.85
     assert len(metrics["confusion_matrix"]) == 3
+    assert metrics["test_rows"] == 45 and "train_rows" not in metrics  # the file's rows
     with iris_test_csv.open("rb") as file:
         missing = client.post(
             "/models/iris/evaluate",

@@ -55,7 +55,8 @@ def test_cv_and_params_are_recorded(client: TestClient, iris_train_csv: Path) ->
     version = client.get("/models/cv/versions/1").json()
     assert version["metadata"]["metrics"]["evaluation"] == "cv"
     assert version["metadata"]["params"]["n_estimators"] == 7
-    assert version["metadata"]["rows"] == 105
+    assert version["metadata"]["dataset_rows"] == 105
+    assert version["metadata"]["metrics"]["train_rows"] == 105  # refitted on every row
 
 
 def test_bad_training_requests_get_422_before_queueing(
