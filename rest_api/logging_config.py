@@ -37,13 +37,13 @@ def configure_logging(log_path: Path, level: int = logging.INFO) -> None:
 class LogRotation:
     """Size-based rotation of a log that several processes append to at once.
 
-    Before each append, a writer asks `descriptor_for` which descriptor to use: the file is
-    reopened when another process (or logrotate) has moved it, and rotated first when the
-    append would take it past `max_bytes` (0: never). Rotation renames, never truncates:
-    log -> log.1 -> ... -> log.<backup_count>, the oldest dropped. It happens under an
-    exclusive flock on the log's folder, so two workers never shift the same files; a
-    worker still holding the old descriptor appends whole lines to log.1 until its next
-    check, so nothing is lost or torn.
+    `append` writes one batch under an exclusive flock on the log's folder: it reopens the
+    file when another process (or logrotate) has moved it, rotates first when the batch
+    would take it past `max_bytes` (0: never), then writes. Check and write under one lock,
+    so no worker appends to a file another just rotated or filled, and a file never passes
+    its limit by our request lines. Rotation renames, never truncates: log -> log.1 -> ...
+    -> log.<backup_count>, the oldest dropped. One flock per batch (a few per second per
+    worker) costs microseconds.
     """
 
     def __init__(self, log_path: Path, max_bytes: int, backup_count: int) -> None:
@@ -51,15 +51,19 @@ class LogRotation:
         self.max_bytes = max_bytes
         self.backup_count = backup_count
 
-    def descriptor_for(self, fd: int | None, incoming_bytes: int) -> int:
-        """An O_APPEND descriptor of the current log with room for `incoming_bytes`."""
-        if fd is None or not self._is_current(fd):
-            if fd is not None:
+    def append(self, fd: int | None, data: bytes) -> int:
+        """Append `data` to the current log; returns the descriptor to pass next time."""
+        with self._folder_lock():
+            if fd is None or not self._is_current(fd):
+                if fd is not None:
+                    os.close(fd)
+                fd = self._open()
+            size = os.fstat(fd).st_size
+            if self.max_bytes and size > 0 and size + len(data) > self.max_bytes:
+                self._shift_backups()
                 os.close(fd)
-            fd = self._open()
-        size = os.fstat(fd).st_size
-        if self.max_bytes and size > 0 and size + incoming_bytes > self.max_bytes:
-            fd = self._rotate(fd, incoming_bytes)
+                fd = self._open()
+            os.write(fd, data)
         return fd
 
     def _open(self) -> int:
@@ -73,17 +77,12 @@ class LogRotation:
         opened = os.fstat(fd)
         return (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
 
-    def _rotate(self, fd: int, incoming_bytes: int) -> int:
-        with self._folder_lock():
-            # Another worker may have rotated while this one waited for the lock.
-            if self._is_current(fd) and os.fstat(fd).st_size + incoming_bytes > self.max_bytes:
-                for number in range(self.backup_count - 1, 0, -1):
-                    older = self._backup_path(number)
-                    if older.exists():
-                        older.rename(self._backup_path(number + 1))
-                self.log_path.rename(self._backup_path(1))
-            os.close(fd)
-            return self._open()
+    def _shift_backups(self) -> None:
+        for number in range(self.backup_count - 1, 0, -1):
+            older = self._backup_path(number)
+            if older.exists():
+                older.rename(self._backup_path(number + 1))
+        self.log_path.rename(self._backup_path(1))
 
     def _backup_path(self, number: int) -> Path:
         return self.log_path.with_name(f"{self.log_path.name}.{number}")

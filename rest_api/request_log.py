@@ -62,8 +62,7 @@ class RequestLogWriter:
         data = "".join(self._lines).encode("utf-8", "replace")
         self._lines.clear()
         try:
-            self._fd = self._rotation.descriptor_for(self._fd, len(data))
-            os.write(self._fd, data)
+            self._fd = self._rotation.append(self._fd, data)
         except OSError as error:  # a full disk must not fail requests; say it once per batch
             logger.warning("could not write %d bytes of request log: %s", len(data), error)
 
