@@ -52,11 +52,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.timeout_keep_alive = self.limits.keep_alive_timeout  # type: ignore[assignment]
         self._is_reading_head = False
-        self._is_reading_body = False
         self._is_draining = False
         self._head_bytes = 0
         self._head_size = 0
-        self._header_count = 0
+        self._max_request_line = self.limits.max_request_line
+        self._max_header_count = self.limits.max_header_count
+        self._max_header_field = self.limits.max_header_field
+        self._max_header_bytes = self.limits.max_header_bytes
         self._body_bytes = 0
         self._body_started = 0.0
         self._head_deadline: asyncio.TimerHandle | None = None
@@ -80,7 +82,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # blank lines cannot keep a connection open.
         # Reset by on_message_begin: only the head under way is counted, give or take one read.
         self._head_bytes += len(data)
-        if self._is_reading_body:
+        if self._body_deadline is not None:
             self._body_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -109,7 +111,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self._head_deadline = self.loop.call_later(
                     self.limits.header_timeout, self._on_head_deadline
                 )
-        elif self._is_reading_body and self._body_deadline is None:
+        elif self._body_deadline is None and self.cycle is not None and self.cycle.more_body:
             self._body_started = self.loop.time()
             self._body_bytes = 0
             self._body_deadline = self.loop.call_later(
@@ -128,16 +130,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     # Parser callbacks
 
     def on_message_begin(self) -> None:
-        self._unset_keepalive_if_required()
+        if self.timeout_keep_alive_task is not None:  # a request is coming: no longer idle
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         super().on_message_begin()
         self._is_reading_head = True
         self._head_bytes = 0
         self._head_size = 0
-        self._header_count = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > self.limits.max_request_line:
+        if len(self.url) > self._max_request_line:
             raise RequestRejected(
                 414,
                 "uri_too_long",
@@ -146,15 +149,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             )
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.max_header_count:
-            raise self._fields_too_large(f"more than {self.limits.max_header_count} header lines")
+        # Runs for every header of every request: plain attributes, one test on the way.
         size = len(name) + len(value)
-        if size > self.limits.max_header_field:
-            raise self._fields_too_large(
-                f"a header line is longer than {self.limits.max_header_field} bytes"
-            )
-        self._head_size += size + 4  # ": " and CRLF
+        if size > self._max_header_field or len(self.headers) >= self._max_header_count:
+            raise self._header_rejection(size)
+        self._head_size += size
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
@@ -164,7 +163,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._is_reading_head = False
-        self._cancel_head_deadline()
+        if self._head_deadline is not None:
+            self._cancel_head_deadline()
         version = self.parser.get_http_version()
         if version not in SUPPORTED_HTTP_VERSIONS:
             raise RequestRejected(
@@ -172,20 +172,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 "http_version_not_supported",
                 f"HTTP/{version} is not supported; send HTTP/1.1 (or HTTP/1.0)",
             )
-        # A head that came in one read was not counted by data_received: count it exactly.
-        if self._head_size + len(self.url) > self.limits.max_header_bytes:
+        # A head that came in one read was not counted by data_received: count it exactly
+        # (4 bytes per line for ": " and CRLF).
+        if self._head_size + 4 * len(self.headers) + len(self.url) > self._max_header_bytes:
             raise self._head_too_large()
-        self._is_reading_body = True
         super().on_headers_complete()
         if self._is_draining:
             self.cycle.keep_alive = False
 
-    def on_message_complete(self) -> None:
-        self._is_reading_body = False
-        self._cancel_body_deadline()
-        super().on_message_complete()
-
     # Deadlines
+
+    def _is_reading_body(self) -> bool:
+        # Uvicorn's cycle knows: its body is incomplete until on_message_complete.
+        return self.cycle is not None and self.cycle.more_body and not self._is_reading_head
 
     def _on_head_deadline(self) -> None:
         self._head_deadline = None
@@ -200,7 +199,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _on_body_deadline(self) -> None:
         self._body_deadline = None
-        if not self._is_reading_body or self.transport.is_closing():
+        if not self._is_reading_body() or self.transport.is_closing():
             return
         now = self.loop.time()
         if self.flow.read_paused:
@@ -258,7 +257,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.logger.warning("%s: %d %s", client, rejection.status, rejection.message)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            if cycle.response_started or not self._is_reading_body:
+            if cycle.response_started or not self._is_reading_body():
                 # An answer is on its way (or a pipelined request broke): it cannot be
                 # followed by another.
                 self.transport.close()
@@ -275,6 +274,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         )
         self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+    def _header_rejection(self, size: int) -> RequestRejected:
+        if size > self._max_header_field:
+            return self._fields_too_large(
+                f"a header line is longer than {self._max_header_field} bytes"
+            )
+        return self._fields_too_large(f"more than {self._max_header_count} header lines")
 
     def _fields_too_large(self, what: str) -> RequestRejected:
         return RequestRejected(
