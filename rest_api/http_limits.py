@@ -36,7 +36,8 @@ class HttpLimits:
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if not value > 0:
-                raise ValueError(f"HTTP limit {name} must be greater than 0; got {value}")
+                setting = GUNICORN_SETTINGS.get(name, name)
+                raise ValueError(f"HTTP limit {setting} must be greater than 0; got {value}")
 
     @classmethod
     def from_environ(
@@ -52,6 +53,13 @@ class HttpLimits:
         return cls(**gunicorn_limits, **read)  # type: ignore[arg-type]
 
 
+# Where the worker's limits come from, for messages: gunicorn settings and their variables.
+GUNICORN_SETTINGS = {
+    "max_request_line": "limit_request_line (FASTML_LIMIT_REQUEST_LINE)",
+    "max_header_count": "limit_request_fields (FASTML_LIMIT_REQUEST_FIELDS)",
+    "max_header_field": "limit_request_field_size (FASTML_LIMIT_REQUEST_FIELD_SIZE)",
+    "keep_alive_timeout": "keepalive (FASTML_KEEPALIVE)",
+}
 ENVIRONMENT_VARIABLES: dict[str, tuple[str, type[int] | type[float]]] = {
     "max_header_bytes": ("FASTML_LIMIT_REQUEST_HEAD_BYTES", int),
     "header_timeout": ("FASTML_HEADER_TIMEOUT", float),
