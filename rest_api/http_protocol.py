@@ -165,6 +165,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._is_reading_head = False
         if self._head_deadline is not None:
             self._cancel_head_deadline()
+        if self._body_deadline is not None:  # the previous request's: this body starts afresh
+            self._cancel_body_deadline()
         version = self.parser.get_http_version()
         if version not in SUPPORTED_HTTP_VERSIONS:
             raise RequestRejected(
@@ -202,8 +204,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if not self._is_reading_body() or self.transport.is_closing():
             return
         now = self.loop.time()
-        if self.flow.read_paused:
-            # The app is not reading yet: the wait is ours, not the client's.
+        if self.flow.read_paused or self.cycle.waiting_for_100_continue:
+            # The app is not reading yet (or has not asked for the body that the client
+            # holds back until "100 Continue"): the wait is ours, not the client's.
             self._body_started, self._body_bytes = now, 0
             self._body_deadline = self.loop.call_later(
                 self.limits.body_timeout, self._on_body_deadline
