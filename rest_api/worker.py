@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Any, ClassVar
 
+from gunicorn.arbiter import Arbiter
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from rest_api.http_limits import HttpLimits
@@ -35,3 +37,15 @@ class FastMLWorker(UvicornWorker):
         # A recycling or stopping worker finishes its requests within gunicorn's graceful
         # timeout, then exits, also when gunicorn's master is not there to kill it.
         self.config.timeout_graceful_shutdown = self.cfg.graceful_timeout
+
+    async def _serve(self) -> None:
+        self.config.app = self.wsgi
+        server = Server(config=self.config)
+        self._install_sigquit_handler()
+        # uvloop closes the listening sockets it serves. Handed gunicorn's wrappers it
+        # cannot mark the socket inside closed, whose second close at shutdown then hits a
+        # closed (or by then reused) descriptor: "Error while closing socket [Errno 9]".
+        # Handed the sockets themselves, it detaches them.
+        await server.serve(sockets=[listener.sock for listener in self.sockets])
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)

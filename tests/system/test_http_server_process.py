@@ -67,5 +67,7 @@ def test_the_server_is_found_by_its_address_and_stopped_by_its_pid_file(tmp_path
                 break
             time.sleep(0.1)
         assert processes_titled(f"fastml {bind}") == {}, "a worker outlived the master"
+        output = server.output_path.read_text()
+        assert "Error while closing socket" not in output, output
     finally:
         stop_server(server)
