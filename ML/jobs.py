@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ML.errors import JobConflict, JobNotFound
+from ML.private_files import make_private_database
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +138,7 @@ class JobStore:
     """
 
     def __init__(self, db_path: Path) -> None:
-        self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db_path = make_private_database(Path(db_path))
         with self._connect() as conn:
             # WAL lets readers (GET /jobs) run while a job process writes.
             conn.execute("PRAGMA journal_mode=WAL")
