@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from ML.config import Settings
-from rest_api.auth import Authenticator, AuthMiddleware, LoginThrottle
+from rest_api.auth import AuthMiddleware, build_authenticator
 from rest_api.errors import install_error_handlers
 from rest_api.lean_predict import LeanPredictMiddleware
 from rest_api.limits import BodyLimitMiddleware
@@ -21,7 +21,6 @@ from rest_api.request_log import RequestLogMiddleware, RequestLogWriter
 from rest_api.routes import compat, health, jobs, models, predictions
 from rest_api.routes.health import VERSION
 from rest_api.services import Services, follow_current_versions
-from rest_api.users import load_users
 
 DESCRIPTION = """
 Train scikit-learn classifiers from a CSV and serve their predictions.
@@ -34,10 +33,7 @@ Roles: `predictor` (predict), `trainer` (+ train, evaluate, models, jobs), `admi
 def create_app(settings: Settings | None = None) -> FastMLApp:
     settings = settings or Settings()
     configure_logging(settings.log_path)
-    authenticator = Authenticator(
-        load_users(settings),
-        LoginThrottle(settings.login_max_failures, settings.login_window_seconds),
-    )
+    authenticator = build_authenticator(settings)
 
     request_log = RequestLogWriter(settings.log_path)
 

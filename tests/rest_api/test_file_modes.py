@@ -53,9 +53,10 @@ def use_every_state_file(settings: Settings) -> list[str]:
 def test_state_files_are_private_with_service_pass_and_umask_0(settings: Settings) -> None:
     names = use_every_state_file(settings)
 
-    for expected in ["jobs.sqlite3", "secret_key", "uploads"]:
+    for expected in ["jobs.sqlite3", "login_failures.sqlite3", "secret_key", "uploads"]:
         assert expected in names
     assert any(name.endswith(".csv") for name in names)
+    assert any(name.endswith("-wal") for name in names)
     assert loose_modes(settings.resolved_state_dir) == []
 
 
