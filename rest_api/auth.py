@@ -85,12 +85,17 @@ class LoginThrottle:
         self._seen_generation = -1
         self._lockouts = Lockouts()
 
-    async def seconds_left(self, user: str, client: str) -> float | None:
-        """From the local copy: no I/O unless a lockout started or ended somewhere."""
+    def is_copy_stale(self) -> bool:
+        """Whether a lockout started or ended since the local copy was read (no I/O)."""
+        return self._counters.generation() != self._seen_generation
+
+    async def reload_copy(self) -> None:
         generation = self._counters.generation()
-        if generation != self._seen_generation:
-            lockouts = await self._run(self._counters.lockouts, time.time())
-            self._lockouts, self._seen_generation = lockouts, generation
+        lockouts = await self._run(self._counters.lockouts, time.time())
+        self._lockouts, self._seen_generation = lockouts, generation
+
+    def seconds_left(self, user: str, client: str) -> float | None:
+        """From the local copy, which the caller keeps fresh with `reload_copy`."""
         lockouts = self._lockouts
         if not lockouts.addresses and not lockouts.accounts:
             return None
@@ -151,7 +156,10 @@ class Authenticator:
             if cached is not None and cached.expires_at > time.monotonic():
                 # The same lockout decision as an uncached login: a 429 never depends on
                 # whether the password is right.
-                wait = await self._throttle.seconds_left(cached.counted_name, client)
+                throttle = self._throttle
+                if throttle.is_copy_stale():
+                    await throttle.reload_copy()
+                wait = throttle.seconds_left(cached.counted_name, client)
                 if wait is not None:
                     raise _too_many_failures(wait)
                 return cached.user

@@ -124,10 +124,12 @@ class SQLiteFailureCounters:
         self.limits = limits
         self._conn: sqlite3.Connection | None = None
         self._generation = _SharedCounter(db_path.with_name(db_path.name + ".generation"))
+        self._generation_cell = self._generation.cell
         self._connection().executescript(_SCHEMA)
 
     def generation(self) -> int:
-        return self._generation.value()
+        value: int = self._generation_cell[0]  # this runs per request: no further call
+        return value
 
     def lockouts(self, now: float) -> Lockouts:
         conn = self._connection()
@@ -272,12 +274,8 @@ class _SharedCounter:
             self._map = mmap.mmap(fd, 8)
         finally:
             os.close(fd)
-        self._cell = memoryview(self._map).cast("Q")
-
-    def value(self) -> int:
-        value: int = self._cell[0]
-        return value
+        self.cell = memoryview(self._map).cast("Q")
 
     def increment(self) -> None:
         # Callers hold the database's write lock, so increments never race.
-        self._cell[0] = (self._cell[0] + 1) % 2**64
+        self.cell[0] = (self.cell[0] + 1) % 2**64
