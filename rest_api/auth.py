@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -16,6 +17,8 @@ import math
 import os
 import secrets
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +52,8 @@ CACHED_LOGIN_SECONDS = 3600.0
 MAX_CACHED_LOGINS = 10_000
 # Names longer than any user's share one counter, so junk names cannot fill the disk.
 MAX_COUNTED_NAME_CHARS = 128
+# The hash threads' niceness (0 to 19): enough for the event loops to win the CPU.
+HASH_THREAD_NICENESS = 10
 _T = TypeVar("_T")
 
 
@@ -94,12 +99,13 @@ class LoginThrottle:
         lockouts = await self._run(self._counters.lockouts, time.time())
         self._lockouts, self._seen_generation = lockouts, generation
 
-    def seconds_left(self, user: str, client: str) -> float | None:
-        """From the local copy, which the caller keeps fresh with `reload_copy`."""
+    def refuse_if_locked_out(self, user: str, client: str) -> None:
+        """429 from the local copy, which the caller keeps fresh with `reload_copy`."""
         lockouts = self._lockouts
-        if not lockouts.addresses and not lockouts.accounts:
-            return None
-        return lockouts.seconds_left(user, client, time.time())
+        if lockouts.addresses or lockouts.accounts:
+            wait = lockouts.seconds_left(user, client, time.time())
+            if wait is not None:
+                raise _too_many_failures(wait)
 
     async def begin_attempt(self, user: str, client: str) -> float | None:
         return await self._run(self._counters.begin_attempt, user, client, time.time())
@@ -142,7 +148,9 @@ class Authenticator:
         self._hasher = hasher or new_hasher()
         # As many hashes at once as there are cores: more would only queue inside the CPU.
         self._hash_pool = ThreadPoolExecutor(
-            max_workers=hash_threads or _usable_cores(), thread_name_prefix="password-hash"
+            max_workers=hash_threads or _usable_cores(),
+            thread_name_prefix="password-hash",
+            initializer=_lower_this_threads_priority,
         )
         self._cache_key = secrets.token_bytes(32)
         # username -> digest of the last password that verified; compared in constant time.
@@ -151,21 +159,23 @@ class Authenticator:
         self._cache: dict[tuple[str, bytes], _CachedLogin] = {}
 
     async def authenticate(self, authorization: bytes | None, client: str) -> User:
+        throttle = self._throttle
         if authorization is not None:
             cached = self._cache.get((client, authorization))
             if cached is not None and cached.expires_at > time.monotonic():
                 # The same lockout decision as an uncached login: a 429 never depends on
                 # whether the password is right.
-                throttle = self._throttle
                 if throttle.is_copy_stale():
                     await throttle.reload_copy()
-                wait = throttle.seconds_left(cached.counted_name, client)
-                if wait is not None:
-                    raise _too_many_failures(wait)
+                throttle.refuse_if_locked_out(cached.counted_name, client)
                 return cached.user
         name, password = _parse_basic(authorization)
         counted_name = name[:MAX_COUNTED_NAME_CHARS]
-        wait = await self._throttle.begin_attempt(counted_name, client)
+        # A lockout this worker already knows of costs no database write to refuse.
+        if throttle.is_copy_stale():
+            await throttle.reload_copy()
+        throttle.refuse_if_locked_out(counted_name, client)
+        wait = await throttle.begin_attempt(counted_name, client)
         if wait is not None:
             raise _too_many_failures(wait)
         record = self._users.get(name)
@@ -209,6 +219,14 @@ def build_authenticator(settings: Settings) -> Authenticator:
     )
     counters = SQLiteFailureCounters(settings.login_failures_db_path, limits)
     return Authenticator(load_users(settings, hasher), LoginThrottle(counters), hasher)
+
+
+def _lower_this_threads_priority() -> None:
+    """Hash threads yield the CPU to the event loops: under a flood of wrong passwords,
+    logins wait, not everyone's predictions. Linux sets niceness per thread."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
 
 
 def _usable_cores() -> int:
