@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -157,6 +158,7 @@ class Authenticator:
         self._verified: dict[str, bytes] = {}
         # (client, raw Authorization header) -> user: the hot path skips base64 and HMAC.
         self._cache: dict[tuple[str, bytes], _CachedLogin] = {}
+        self._in_flight: dict[tuple[str, bytes], asyncio.Future[User]] = {}
 
     async def authenticate(self, authorization: bytes | None, client: str) -> User:
         throttle = self._throttle
@@ -169,6 +171,20 @@ class Authenticator:
                     await throttle.reload_copy()
                 throttle.refuse_if_locked_out(cached.counted_name, client)
                 return cached.user
+            # Identical credentials arriving together from one address are one attempt: a
+            # client opening 64 connections at once must not lock itself out.
+            key = (client, authorization)
+            verification = self._in_flight.get(key)
+            if verification is None:
+                verification = asyncio.ensure_future(self._verify(authorization, client))
+                self._in_flight[key] = verification
+                verification.add_done_callback(functools.partial(self._forget_in_flight, key))
+            return await asyncio.shield(verification)
+        return await self._verify(authorization, client)
+
+    async def _verify(self, authorization: bytes | None, client: str) -> User:
+        """The uncached path: count the attempt, check the hash, remember a success."""
+        throttle = self._throttle
         name, password = _parse_basic(authorization)
         counted_name = name[:MAX_COUNTED_NAME_CHARS]
         # A lockout this worker already knows of costs no database write to refuse.
@@ -190,6 +206,11 @@ class Authenticator:
             expires_at = time.monotonic() + CACHED_LOGIN_SECONDS
             self._cache[(client, authorization)] = _CachedLogin(user, counted_name, expires_at)
         return user
+
+    def _forget_in_flight(self, key: tuple[str, bytes], verification: asyncio.Future[User]) -> None:
+        self._in_flight.pop(key, None)
+        if not verification.cancelled():
+            verification.exception()  # its awaiters got it; never reported as lost
 
     async def _check(self, record: UserRecord | None, password: str) -> bool:
         """One hash verification for every wrong password and unknown user; none for a

@@ -215,3 +215,26 @@ def test_cached_login_reports_its_user(tmp_path: Path, users: dict[str, UserReco
     for _ in range(2):
         user = asyncio.run(authenticator.authenticate(header("tina", PASSWORD), "10.0.0.1"))
         assert user == User("tina", Role.TRAINER)
+
+
+def test_a_burst_of_identical_logins_is_one_attempt(
+    tmp_path: Path, users: dict[str, UserRecord]
+) -> None:
+    authenticator, _, hasher = worker(tmp_path, users)
+
+    async def burst(authorization: bytes) -> list[int]:
+        async def one() -> int:
+            try:
+                await authenticator.authenticate(authorization, "10.0.0.1")
+            except AuthFailed as failure:
+                return failure.status
+            return 200
+
+        return list(await asyncio.gather(*(one() for _ in range(30))))
+
+    # A client opening many connections at once with the same wrong password: one guess...
+    assert asyncio.run(burst(header("tina", "guess"))) == [401] * 30
+    assert hasher.verifications == 1
+    # ...and with the right one: no lockout, whatever the limit of 3.
+    assert asyncio.run(burst(header("tina", PASSWORD))) == [200] * 30
+    assert hasher.verifications == 2
