@@ -21,12 +21,12 @@ import contextlib
 import mmap
 import os
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from ML.private_files import PRIVATE_FILE_MODE, make_private_database
+from ML.sqlite_db import write_transaction
 
 BUSY_TIMEOUT_SECONDS = 5.0
 # The client of a lockout row that locks an account for unknown addresses, not one address.
@@ -237,16 +237,9 @@ class SQLiteFailureCounters:
             self._conn = conn
         return self._conn
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")  # one writer at a time: counting is check-then-insert
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        # One writer at a time: counting is check-then-insert.
+        return write_transaction(self._connection())
 
 
 def _limit_reached(

@@ -20,8 +20,12 @@ import aiohttp
 from testing.async_predictions import LoadTestError, check_loopback
 
 
-async def flood(url: str, concurrency: int, duration: float) -> collections.Counter[str]:
-    """Send wrong-password GET /models from `concurrency` loops until `duration` passes."""
+async def flood(
+    url: str, concurrency: int, duration: float, hashed: bool = True
+) -> collections.Counter[str]:
+    """Send wrong-password GET /models from `concurrency` loops until `duration` passes;
+    with `hashed` false, malformed credentials the server refuses without hashing (a control
+    run: the same connections and 401s, no hash work)."""
     statuses: collections.Counter[str] = collections.Counter()
     deadline = time.monotonic() + duration
     timeout = aiohttp.ClientTimeout(total=60)
@@ -33,9 +37,8 @@ async def flood(url: str, concurrency: int, duration: float) -> collections.Coun
         async def one_loop() -> None:
             while time.monotonic() < deadline:
                 credentials = f"guess-{secrets.token_hex(6)}:{secrets.token_hex(8)}"
-                headers = {
-                    "Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()
-                }
+                token = base64.b64encode(credentials.encode()).decode() if hashed else "!"
+                headers = {"Authorization": f"Basic {token}"}
                 try:
                     async with session.get(f"{url}/models", headers=headers) as answer:
                         await answer.read()
@@ -52,13 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds")
+    parser.add_argument(
+        "--malformed",
+        action="store_true",
+        help="control run: malformed credentials, refused without hashing",
+    )
     args = parser.parse_args(argv)
     try:
         asyncio.run(check_loopback(args.url))
     except LoadTestError as refused:
         parser.exit(2, f"login_flood: {refused}\n")
     started = time.monotonic()
-    statuses = asyncio.run(flood(args.url.rstrip("/"), args.concurrency, args.duration))
+    statuses = asyncio.run(
+        flood(args.url.rstrip("/"), args.concurrency, args.duration, hashed=not args.malformed)
+    )
     elapsed = time.monotonic() - started
     total = sum(statuses.values())
     print(
