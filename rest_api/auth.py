@@ -51,7 +51,7 @@ _DUMMY_HASH = (
 # keeps its address known to the account budget.
 CACHED_LOGIN_SECONDS = 3600.0
 MAX_CACHED_LOGINS = 10_000
-# Names longer than any user's share one counter, so junk names cannot fill the disk.
+# Names are counted by their first 128 characters, so junk names cannot fill the disk.
 MAX_COUNTED_NAME_CHARS = 128
 # The hash threads' niceness (0 to 19): enough for the event loops to win the CPU.
 HASH_THREAD_NICENESS = 10
