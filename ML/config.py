@@ -37,8 +37,23 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SERVICE_PASS", "FASTML_SERVICE_PASS")
     )
     users_file: Path | None = None
-    login_max_failures: int = Field(default=10, ge=1)
+    login_max_failures: int = Field(
+        default=10, ge=1, description="failed logins per client address and user per window"
+    )
     login_window_seconds: float = Field(default=60.0, gt=0)
+    login_account_max_failures: int = Field(
+        default=100,
+        ge=1,
+        description="failed logins per account per account window (OWASP ASVS: 100 an hour), "
+        "shared by addresses it has not logged in from recently; also a cap per address",
+    )
+    login_account_window_seconds: float = Field(default=3600.0, gt=0)
+    login_known_address_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="an address stays exempt from the account budget this "
+        "long after its last successful login",
+    )
 
     # Limits, checked before parsing.
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
@@ -77,6 +92,10 @@ class Settings(BaseSettings):
     @property
     def jobs_db_path(self) -> Path:
         return self.resolved_state_dir / "jobs.sqlite3"
+
+    @property
+    def login_failures_db_path(self) -> Path:
+        return self.resolved_state_dir / "login_failures.sqlite3"
 
     @property
     def uploads_dir(self) -> Path:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ML.errors import JobConflict, JobNotFound
+from ML.private_files import make_private_database
+from ML.sqlite_db import write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +139,7 @@ class JobStore:
     """
 
     def __init__(self, db_path: Path) -> None:
-        self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db_path = make_private_database(Path(db_path))
         with self._connect() as conn:
             # WAL lets readers (GET /jobs) run while a job process writes.
             conn.execute("PRAGMA journal_mode=WAL")
@@ -287,14 +288,8 @@ class JobStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction taken up front, so read-then-write steps cannot interleave."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._connect() as conn, write_transaction(conn):
+            yield conn
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:

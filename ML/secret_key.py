@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import secrets
 import stat
-import tempfile
 from pathlib import Path
 
-from ML.atomic_files import fsync_dir
+from ML.private_files import write_private_file
 
 logger = logging.getLogger(__name__)
 
@@ -37,39 +34,6 @@ def load_or_create_secret(configured: str | None, state_dir: Path) -> bytes:
     if write_private_file(path, secrets.token_hex(GENERATED_KEY_BYTES) + "\n"):
         logger.info("generated a new secret key in %s", path)
     return _read_secret_file(path)
-
-
-def write_private_file(path: Path, text: str) -> bool:
-    """Create `path` (mode 0600) holding `text` unless it exists; True if this call created it.
-
-    The content is complete before the name appears: it is written to a private temp file,
-    then hard-linked to `path`, which fails if another process got there first.
-    """
-    if path.exists():
-        return False
-    _ensure_private_dir(path.parent)
-    # mkstemp creates the file with mode 0600 whatever the umask.
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as temp_file:
-            temp_file.write(text)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
-        try:
-            os.link(temp_name, path)
-        except FileExistsError:
-            return False
-        fsync_dir(path.parent)
-        return True
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-
-
-def _ensure_private_dir(directory: Path) -> None:
-    # Only a directory we create gets 0700; an existing one (a shared volume) is left as it is.
-    with contextlib.suppress(FileExistsError):
-        directory.mkdir(mode=0o700, parents=True)
 
 
 def _read_secret_file(path: Path) -> bytes:

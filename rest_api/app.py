@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from ML.config import Settings
 from rest_api.api_docs import install_api_docs
-from rest_api.auth import Authenticator, AuthMiddleware, LoginThrottle
+from rest_api.auth import AuthMiddleware, build_authenticator
 from rest_api.errors import install_error_handlers
 from rest_api.lean_predict import LeanPredictMiddleware
 from rest_api.limits import BodyLimitMiddleware
@@ -22,7 +22,6 @@ from rest_api.request_log import RequestLogMiddleware, RequestLogWriter
 from rest_api.routes import compat, health, jobs, models, predictions
 from rest_api.routes.health import VERSION
 from rest_api.services import Services, follow_current_versions
-from rest_api.users import load_users
 
 DESCRIPTION = """
 Train scikit-learn classifiers from a CSV and serve their predictions.
@@ -35,10 +34,7 @@ Roles: `predictor` (predict), `trainer` (+ train, evaluate, models, jobs), `admi
 def create_app(settings: Settings | None = None) -> FastMLApp:
     settings = settings or Settings()
     configure_logging(settings.log_path)
-    authenticator = Authenticator(
-        load_users(settings),
-        LoginThrottle(settings.login_max_failures, settings.login_window_seconds),
-    )
+    authenticator = build_authenticator(settings)
 
     request_log = RequestLogWriter(
         settings.log_path, settings.log_max_bytes, settings.log_backup_count

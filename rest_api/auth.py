@@ -6,29 +6,56 @@ unauthenticated upload is refused without reading it. Routes then only check the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
+import functools
 import hashlib
 import hmac
+import logging
 import math
+import os
 import secrets
+import sqlite3
+import sys
+import threading
 import time
-from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+from argon2 import PasswordHasher
 from fastapi import Depends, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ML.config import Settings
 from rest_api.errors import ApiError, send_error
-from rest_api.passwords import verify_password
-from rest_api.users import Role, UserRecord
+from rest_api.login_failures import FailureCounters, Lockouts, LoginLimits, SQLiteFailureCounters
+from rest_api.passwords import new_hasher, verify_password
+from rest_api.users import Role, UserRecord, load_users
+
+logger = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/", "/health/live", "/health/ready"})
 REALM_HEADER = (b"www-authenticate", b'Basic realm="fastml", charset="UTF-8"')
-# A hash to verify against for unknown users, so their failures cost as long as known ones.
-_DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+# Verified in place of a user's hash when the name is unknown, so that a wrong name costs
+# what a wrong password costs (same scheme and parameters as every other hash).
+_DUMMY_HASH = (
+    "$argon2id$v=19$m=19456,t=2,p=1$6SxFziGY0/ku7cL4fDFiuw$"
+    "GZrt3Jp9wUwl2HBhMhvxacFiNsVS6EMAwuyG8696apQ"
+)
+# A cached login is checked against the shared counters again after this long, which also
+# keeps its address known to the account budget.
+CACHED_LOGIN_SECONDS = 3600.0
+MAX_CACHED_LOGINS = 10_000
+# Names are counted by their first 128 characters, so junk names cannot fill the disk.
+MAX_COUNTED_NAME_CHARS = 128
+# The hash threads' niceness (0 to 19): enough for the event loops to win the CPU.
+HASH_THREAD_NICENESS = 10
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -45,85 +72,189 @@ class AuthFailed(Exception):
         self.retry_after = retry_after
 
 
+def _too_many_failures(seconds: float) -> AuthFailed:
+    return AuthFailed(
+        429, "too many failed logins for this user; try again later", max(1, math.ceil(seconds))
+    )
+
+
 class LoginThrottle:
-    """Counts failed logins per (client, user) in a sliding window, in this worker's memory."""
+    """This worker's door to the shared failure counters.
 
-    def __init__(self, max_failures: int, window_seconds: float, max_keys: int = 10_000) -> None:
-        self.max_failures = max_failures
-        self.window_seconds = window_seconds
-        self.max_keys = max_keys
-        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+    Counter I/O runs on one thread of its own, never on the event loop. The hot path checks a
+    local copy of the lockouts, reloaded only when the counters' generation changes.
+    """
 
-    def retry_after(self, key: tuple[str, str], now: float) -> int | None:
-        """Seconds until this key may try again, or None when it may try now."""
-        failures = self._failures.get(key)
-        if failures is None:
-            return None
-        while failures and failures[0] <= now - self.window_seconds:
-            failures.popleft()
-        if len(failures) < self.max_failures:
-            return None
-        return max(1, math.ceil(failures[0] + self.window_seconds - now))
+    def __init__(self, counters: FailureCounters) -> None:
+        self._counters = counters
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="login-failures")
+        self._seen_generation = -1
+        self._lockouts = Lockouts()
 
-    def record_failure(self, key: tuple[str, str], now: float) -> None:
-        failures = self._failures.setdefault(key, deque(maxlen=self.max_failures))
-        failures.append(now)
-        self._failures.move_to_end(key)
-        while len(self._failures) > self.max_keys:
-            self._failures.popitem(last=False)
+    def is_copy_stale(self) -> bool:
+        """Whether a lockout started or ended since the local copy was read (no I/O)."""
+        return self._counters.generation() != self._seen_generation
 
-    def clear(self, key: tuple[str, str]) -> None:
-        self._failures.pop(key, None)
+    async def reload_copy(self) -> None:
+        generation = self._counters.generation()
+        lockouts = await self._run(self._counters.lockouts, time.time())
+        self._lockouts, self._seen_generation = lockouts, generation
+
+    def refuse_if_locked_out(self, user: str, client: str) -> None:
+        """429 from the local copy, which the caller keeps fresh with `reload_copy`."""
+        lockouts = self._lockouts
+        if lockouts.addresses or lockouts.accounts:
+            wait = lockouts.seconds_left(user, client, time.time())
+            if wait is not None:
+                raise _too_many_failures(wait)
+
+    async def begin_attempt(self, user: str, client: str) -> float | None:
+        return await self._run(self._counters.begin_attempt, user, client, time.time())
+
+    async def record_success(self, user: str, client: str) -> None:
+        await self._run(self._counters.record_success, user, client, time.time())
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
+        except sqlite3.Error:
+            # Fail closed: without the counters nobody may guess, but nothing is corrupted.
+            logger.exception("the failed-login counters cannot be read or written")
+            raise AuthFailed(503, "logins are unavailable for a moment; try again", 1) from None
+
+
+@dataclass
+class _CachedLogin:
+    user: User
+    counted_name: str
+    expires_at: float
 
 
 class Authenticator:
-    """Checks basic credentials; a password verified once is remembered as a keyed digest."""
+    """Checks basic credentials; a password verified once is remembered as a keyed digest.
 
-    def __init__(self, users: dict[str, UserRecord], throttle: LoginThrottle) -> None:
+    Every failed login costs exactly one argon2id verification, known user or not, run on
+    a bounded thread pool so that a flood of wrong passwords never stalls the event loop.
+    """
+
+    def __init__(
+        self,
+        users: dict[str, UserRecord],
+        throttle: LoginThrottle,
+        hasher: PasswordHasher | None = None,
+        hash_threads: int | None = None,
+    ) -> None:
         self._users = users
         self._throttle = throttle
+        self._hasher = hasher or new_hasher()
+        # As many hashes at once as there are cores: more would only queue inside the CPU.
+        self._hash_pool = ThreadPoolExecutor(
+            max_workers=hash_threads or _usable_cores(),
+            thread_name_prefix="password-hash",
+            initializer=_lower_this_threads_priority,
+        )
         self._cache_key = secrets.token_bytes(32)
         # username -> digest of the last password that verified; compared in constant time.
         self._verified: dict[str, bytes] = {}
-        # Raw Authorization header -> user, for the hot path: a dict hit skips base64 and HMAC.
-        self._by_header: dict[bytes, User] = {}
+        # (client, raw Authorization header) -> user: the hot path skips base64 and HMAC.
+        self._cache: dict[tuple[str, bytes], _CachedLogin] = {}
+        self._in_flight: dict[tuple[str, bytes], asyncio.Future[User]] = {}
 
-    def authenticate(self, authorization: bytes | None, client: str) -> User:
+    async def authenticate(self, authorization: bytes | None, client: str) -> User:
+        throttle = self._throttle
         if authorization is not None:
-            user = self._by_header.get(authorization)
-            if user is not None:
-                return user
+            cached = self._cache.get((client, authorization))
+            if cached is not None and cached.expires_at > time.monotonic():
+                # The same lockout decision as an uncached login: a 429 never depends on
+                # whether the password is right.
+                if throttle.is_copy_stale():
+                    await throttle.reload_copy()
+                throttle.refuse_if_locked_out(cached.counted_name, client)
+                return cached.user
+            # Identical credentials arriving together from one address are one attempt: a
+            # client opening 64 connections at once must not lock itself out.
+            key = (client, authorization)
+            verification = self._in_flight.get(key)
+            if verification is None:
+                verification = asyncio.ensure_future(self._verify(authorization, client))
+                self._in_flight[key] = verification
+                verification.add_done_callback(functools.partial(self._forget_in_flight, key))
+            return await asyncio.shield(verification)
+        return await self._verify(authorization, client)
+
+    async def _verify(self, authorization: bytes | None, client: str) -> User:
+        """The uncached path: count the attempt, check the hash, remember a success."""
+        throttle = self._throttle
         name, password = _parse_basic(authorization)
-        key = (client, name)
-        now = time.monotonic()
-        retry_after = self._throttle.retry_after(key, now)
-        if retry_after is not None:
-            raise AuthFailed(429, "too many failed logins; try again later", retry_after)
+        counted_name = name[:MAX_COUNTED_NAME_CHARS]
+        # A lockout this worker already knows of costs no database write to refuse.
+        if throttle.is_copy_stale():
+            await throttle.reload_copy()
+        throttle.refuse_if_locked_out(counted_name, client)
+        wait = await throttle.begin_attempt(counted_name, client)
+        if wait is not None:
+            raise _too_many_failures(wait)
         record = self._users.get(name)
-        if record is None or not self._check(record, password):
-            self._throttle.record_failure(key, now)
+        is_valid = await self._check(record, password)  # before the `if`: unknown names too
+        if record is None or not is_valid:
             raise AuthFailed(401, "wrong user name or password")
-        self._throttle.clear(key)
+        await self._throttle.record_success(counted_name, client)
         user = User(record.name, record.role)
-        if authorization is not None and len(self._by_header) < 10_000:
-            self._by_header[authorization] = user
+        if authorization is not None:
+            if len(self._cache) >= MAX_CACHED_LOGINS:
+                del self._cache[next(iter(self._cache))]  # the oldest
+            expires_at = time.monotonic() + CACHED_LOGIN_SECONDS
+            self._cache[(client, authorization)] = _CachedLogin(user, counted_name, expires_at)
         return user
 
-    def _check(self, record: UserRecord, password: str) -> bool:
+    def _forget_in_flight(self, key: tuple[str, bytes], verification: asyncio.Future[User]) -> None:
+        self._in_flight.pop(key, None)
+        if not verification.cancelled():
+            verification.exception()  # its awaiters got it; never reported as lost
+
+    async def _check(self, record: UserRecord | None, password: str) -> bool:
+        """One hash verification for every wrong password and unknown user; none for a
+        password this worker verified before."""
         digest = hmac.new(self._cache_key, password.encode(), hashlib.sha256).digest()
-        cached = self._verified.get(record.name)
-        if cached is not None:
-            return hmac.compare_digest(cached, digest)
-        if record.plain_password is not None:
-            expected = hmac.new(
-                self._cache_key, record.plain_password.encode(), hashlib.sha256
-            ).digest()
-            is_valid = hmac.compare_digest(expected, digest)
-        else:
-            is_valid = verify_password(record.password_hash or _DUMMY_HASH, password)
-        if is_valid:
+        if record is not None and hmac.compare_digest(self._verified.get(record.name, b""), digest):
+            return True
+        encoded = record.password_hash if record is not None else _DUMMY_HASH
+        is_valid = await asyncio.get_running_loop().run_in_executor(
+            self._hash_pool, verify_password, self._hasher, encoded, password
+        )
+        if is_valid and record is not None:
             self._verified[record.name] = digest
-        return is_valid
+            return True
+        return False
+
+
+def build_authenticator(settings: Settings) -> Authenticator:
+    """Users, shared counters and hasher as `settings` describe them."""
+    hasher = new_hasher()
+    limits = LoginLimits(
+        max_failures=settings.login_max_failures,
+        window_seconds=settings.login_window_seconds,
+        account_max_failures=settings.login_account_max_failures,
+        account_window_seconds=settings.login_account_window_seconds,
+        known_address_seconds=settings.login_known_address_days * 86400,
+    )
+    counters = SQLiteFailureCounters(settings.login_failures_db_path, limits)
+    return Authenticator(load_users(settings, hasher), LoginThrottle(counters), hasher)
+
+
+def _lower_this_threads_priority() -> None:
+    """Hash threads yield the CPU to the event loops: under a flood of wrong passwords,
+    logins wait, not everyone's predictions. Linux sets niceness per thread."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _parse_basic(authorization: bytes | None) -> tuple[str, str]:
@@ -160,7 +291,7 @@ class AuthMiddleware:
                 break
         client = scope["client"][0] if scope.get("client") else "unknown"
         try:
-            user = self.authenticator.authenticate(authorization, client)
+            user = await self.authenticator.authenticate(authorization, client)
         except AuthFailed as failure:
             await _send_auth_failure(scope, send, failure)
             return

@@ -17,6 +17,7 @@ from ML.jobs import JobStore
 from ML.model_cache import ModelCache
 from ML.model_store import ModelStore, check_name
 from ML.prediction import ServedModel
+from ML.private_files import make_private_dir
 from ML.secret_key import load_or_create_secret
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class Services:
     @classmethod
     def open(cls, settings: Settings) -> Services:
         settings.model_dir.mkdir(parents=True, exist_ok=True)
-        settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.uploads_dir)
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         store = ModelStore(
             settings.model_dir, load_or_create_secret(secret, settings.resolved_state_dir)

@@ -11,6 +11,8 @@ from typing import Any, BinaryIO
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from ML.private_files import make_private_dir, open_new_private_file
+
 # Form parsing limits for every upload route: one file, a few small fields.
 UPLOAD_FORM_LIMITS: Any = {"max_files": 1, "max_fields": 16, "max_part_size": 64 * 1024}
 
@@ -21,10 +23,9 @@ async def save_upload(upload: UploadFile, uploads_dir: Path) -> Path:
 
 
 def _copy_synced(source: BinaryIO, uploads_dir: Path) -> Path:
-    uploads_dir.mkdir(parents=True, exist_ok=True)
-    path = uploads_dir / f"{uuid.uuid4()}.csv"
+    path = make_private_dir(uploads_dir) / f"{uuid.uuid4()}.csv"
     source.seek(0)
-    with open(path, "xb") as target:
+    with open(open_new_private_file(path), "wb") as target:
         shutil.copyfileobj(source, target, 1024 * 1024)
         target.flush()
         os.fsync(target.fileno())

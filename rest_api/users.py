@@ -1,9 +1,8 @@
 """Who may log in: users from the environment, a users file, or a generated first admin.
 
-Users file format, one user per line (`#` starts a comment):
+Users file format, one user per line (`#` starts a comment), argon2id hashes only:
 
-    alice:trainer:scrypt$131072$8$1$<salt>$<hash>
-    bob:predictor:$argon2id$v=19$m=65536,t=3,p=4$<salt>$<hash>
+    alice:trainer:$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>
 
 Add a line with `python -m rest_api.users add NAME --role trainer --file users.txt`.
 """
@@ -11,7 +10,10 @@ Add a line with `python -m rest_api.users add NAME --role trainer --file users.t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
+import logging
+import os
 import re
 import secrets
 import sys
@@ -19,9 +21,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from argon2 import PasswordHasher
+
 from ML.config import Settings
-from ML.secret_key import write_private_file
-from rest_api.passwords import hash_password, is_valid_hash
+from ML.private_files import open_new_private_file, write_private_file
+from rest_api.passwords import HOW_TO_ADD_A_USER, has_server_parameters, hash_password, hash_problem
+
+logger = logging.getLogger(__name__)
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 GENERATED_ADMIN_FILE = "admin_credentials.txt"
@@ -47,17 +53,16 @@ _RANKS = {role: rank for rank, role in enumerate(Role)}
 class UserRecord:
     name: str
     role: Role
-    # Exactly one of these: an scrypt/argon2 hash, or a plain secret held only in memory
-    # (SERVICE_PASS from the environment, the generated admin password).
-    password_hash: str | None = None
-    plain_password: str | None = None
+    # argon2id. Passwords given in plain (SERVICE_PASS, the generated admin's) are hashed at
+    # start-up, so every user, and every unknown name, costs one hash verification to check.
+    password_hash: str
 
 
 class UsersFileError(ValueError):
     """The users file cannot be used; the message names the line."""
 
 
-def load_users(settings: Settings) -> dict[str, UserRecord]:
+def load_users(settings: Settings, hasher: PasswordHasher) -> dict[str, UserRecord]:
     """Every configured user; when none is, the generated admin (created on first start)."""
     users: dict[str, UserRecord] = {}
     if settings.users_file is not None:
@@ -68,10 +73,10 @@ def load_users(settings: Settings) -> dict[str, UserRecord]:
         users[settings.service_user] = UserRecord(
             settings.service_user,
             Role.ADMIN,
-            plain_password=settings.service_pass.get_secret_value(),
+            hash_password(settings.service_pass.get_secret_value(), hasher),
         )
     if not users:
-        users[GENERATED_ADMIN_NAME] = _generated_admin(settings.resolved_state_dir)
+        users[GENERATED_ADMIN_NAME] = _generated_admin(settings.resolved_state_dir, hasher)
     return users
 
 
@@ -92,16 +97,23 @@ def read_users_file(path: Path) -> dict[str, UserRecord]:
             raise UsersFileError(
                 f"{where}: role {role_text!r} must be one of admin, trainer, predictor"
             )
-        if not is_valid_hash(password_hash):
-            raise UsersFileError(
-                f"{where}: not an scrypt or argon2 hash; make one with "
-                "`python -m rest_api.users add NAME --role ROLE --file FILE`"
+        problem = hash_problem(password_hash)
+        if problem is not None:
+            raise UsersFileError(f"{where}: the password hash of {name!r} {problem}")
+        if not has_server_parameters(password_hash):
+            logger.warning(
+                "%s: the argon2id hash of %r has other cost parameters than the server's "
+                "(m=19456,t=2,p=1), so checking it takes a different time, which tells that "
+                "this user exists; set the password again with `%s`",
+                where,
+                name,
+                HOW_TO_ADD_A_USER,
             )
-        users[name] = UserRecord(name, Role(role_text), password_hash=password_hash)
+        users[name] = UserRecord(name, Role(role_text), password_hash)
     return users
 
 
-def _generated_admin(state_dir: Path) -> UserRecord:
+def _generated_admin(state_dir: Path, hasher: PasswordHasher) -> UserRecord:
     """The first start writes a random admin password to a 0600 file and says where, never what."""
     path = state_dir / GENERATED_ADMIN_FILE
     password = secrets.token_urlsafe(18)
@@ -114,7 +126,7 @@ def _generated_admin(state_dir: Path) -> UserRecord:
             flush=True,
         )
     name, _, stored = path.read_text(encoding="utf-8").strip().partition(":")
-    return UserRecord(name, Role.ADMIN, plain_password=stored)
+    return UserRecord(name, Role.ADMIN, hash_password(stored, hasher))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("name")
     add.add_argument("--role", choices=[role.value for role in Role], required=True)
     add.add_argument("--file", type=Path, required=True)
-    add.add_argument("--scheme", choices=["scrypt", "argon2"], default="scrypt")
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
@@ -142,11 +153,22 @@ def main(argv: list[str] | None = None) -> int:
             for line in users_file.read_text(encoding="utf-8").splitlines()
             if line.partition(":")[0] != args.name
         ]
-    kept.append(f"{args.name}:{args.role}:{hash_password(password, args.scheme)}")
-    users_file.write_text("\n".join(kept) + "\n", encoding="utf-8")
-    users_file.chmod(0o600)
+    kept.append(f"{args.name}:{args.role}:{hash_password(password)}")
+    _replace_private_file(users_file, "\n".join(kept) + "\n")
     print(f"user {args.name!r} ({args.role}) written to {users_file}")
     return 0
+
+
+def _replace_private_file(path: Path, text: str) -> None:
+    """Write `path` as 0600 from its first byte: a new file, then a rename over the old one."""
+    temp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(open_new_private_file(temp_path), "w", encoding="utf-8") as temp_file:
+            temp_file.write(text)
+        os.replace(temp_path, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp_path.unlink()
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ from tests.users import PREDICTOR, TRAINER
 
 @pytest.fixture(scope="session")
 def users_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A users file with a trainer (scrypt) and a predictor (argon2), hashed once per session."""
+    """A users file with a trainer and a predictor (argon2id), hashed once per session."""
     path = tmp_path_factory.mktemp("users") / "users.txt"
     path.write_text(
         f"# test users\n"
-        f"{TRAINER[0]}:trainer:{hash_password(TRAINER[1], 'scrypt')}\n"
-        f"{PREDICTOR[0]}:predictor:{hash_password(PREDICTOR[1], 'argon2')}\n"
+        f"{TRAINER[0]}:trainer:{hash_password(TRAINER[1])}\n"
+        f"{PREDICTOR[0]}:predictor:{hash_password(PREDICTOR[1])}\n"
     )
     return path
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from ML.secret_key import SECRET_FILE_NAME, load_or_create_secret, write_private_file
+from ML.private_files import write_private_file
+from ML.secret_key import SECRET_FILE_NAME, load_or_create_secret
 
 RACERS = 6
 DEADLINE_SECONDS = 60.0
