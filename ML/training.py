@@ -35,6 +35,7 @@ from sklearn.utils import get_tags
 from ML.datasets import Dataset, Feature, FeatureKind
 from ML.errors import InvalidDataset, InvalidParams
 from ML.estimators import DEFAULT_ESTIMATOR, build_estimator, estimator_spec, parameter_names
+from ML.jobs import TrainingJobOptions
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,16 @@ class TrainingOptions:
     test_size: float | None = None  # holdout fraction (0 < x < 1); 0.2 when cv is None
     cv: int | None = None  # k-fold cross-validation (2..20); exclusive with test_size
     random_state: int = 42
+
+    @classmethod
+    def for_job(cls, options: TrainingJobOptions) -> TrainingOptions:
+        """The estimator part of a training job's options."""
+        return cls(
+            estimator=options.estimator,
+            params=options.params,
+            test_size=options.test_size,
+            cv=options.cv,
+        )
 
 
 @dataclass
