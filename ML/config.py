@@ -168,3 +168,28 @@ class Settings(BaseSettings):
 
         secret = self.secret_key.get_secret_value() if self.secret_key else None
         return ModelStore(self.model_dir, load_or_create_secret(secret, self.resolved_state_dir))
+
+
+def environment_variable(name: str) -> str:
+    """The environment variable that sets the field `name`."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else f"FASTML_{name.upper()}"
+
+
+def configuration_table() -> str:
+    """README's configuration table, in markdown: `python -m ML.config` prints it."""
+    lines = ["| variable | default | what it sets |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, Path):
+            shown = f"`{default.relative_to(PROJECT_DIR)}`"
+        elif default is None:
+            shown = "unset"
+        else:
+            shown = f"`{default}`"
+        lines.append(f"| `{environment_variable(name)}` | {shown} | {field.description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(configuration_table(), end="")

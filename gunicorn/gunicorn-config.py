@@ -1,9 +1,13 @@
-"""Gunicorn settings: Uvicorn workers serving wsgi:app; every knob has a FASTML_ variable."""
+"""Gunicorn settings: Uvicorn workers serving wsgi:app; knobs come from ML/config.py."""
 
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from ML.config import Settings
+
+_settings = Settings()
 
 # Numeric libraries get one thread per worker; set before any worker imports numpy.
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -17,20 +21,20 @@ _runtime_dir = Path(tempfile.mkdtemp(prefix="fastml-"))
 _metrics_dir = _runtime_dir / "metrics"
 _metrics_dir.mkdir()
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
-control_socket = os.environ.get("FASTML_CONTROL_SOCKET", str(_runtime_dir / "gunicorn.ctl"))
+control_socket = str(_runtime_dir / "gunicorn.ctl")
 
-bind = os.environ.get("FASTML_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("FASTML_WORKERS", "2"))
+bind = _settings.bind
+workers = _settings.workers
 worker_class = "uvicorn_worker.UvicornWorker"
 # Training runs in a separate process pool, so a worker is never busy for long.
-timeout = int(os.environ.get("FASTML_WORKER_TIMEOUT", "60"))
+timeout = _settings.worker_timeout
 graceful_timeout = 30
-keepalive = int(os.environ.get("FASTML_KEEPALIVE", "5"))
+keepalive = _settings.keepalive
 backlog = 2048
 # fastml writes its own request lines to ML_server.log; gunicorn reports to stderr.
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("FASTML_LOG_LEVEL", "info")
+loglevel = _settings.log_level
 # Gunicorn >= 26 request-line and header limits, kept at their safe defaults.
 limit_request_line = 8190
 limit_request_fields = 100

@@ -661,7 +661,7 @@ def iris_frame(rows: int) -> Any:
 
 
 def load_fast_pipeline(pipeline: Any) -> tuple[Any | None, str]:
-    """FastPipeline compiled for `pipeline` when ML/forest_inference.py exists, and a note."""
+    """CompiledPipeline compiled for `pipeline` when ML/forest_inference.py exists, and a note."""
     try:
         module = importlib.import_module("ML.forest_inference")
     except ModuleNotFoundError as exc:
@@ -670,12 +670,12 @@ def load_fast_pipeline(pipeline: Any) -> tuple[Any | None, str]:
         return None, "ML/forest_inference.py does not exist"
     # An optional column: a half-written module must not cost the whole run.
     try:
-        fast = module.FastPipeline.compile(pipeline)
+        fast = module.CompiledPipeline.compile(pipeline)
     except Exception as exc:
-        return None, f"FastPipeline.compile failed ({type(exc).__name__}: {exc})"
+        return None, f"CompiledPipeline.compile failed ({type(exc).__name__}: {exc})"
     if fast is None:
-        return None, "FastPipeline.compile returned None: this pipeline is not supported"
-    return fast, "FastPipeline.predict(float64 matrix) from ML/forest_inference.py"
+        return None, "CompiledPipeline.compile returned None: this pipeline is not supported"
+    return fast, "CompiledPipeline.predict(float64 matrix) from ML/forest_inference.py"
 
 
 def measure_in_process(model_dir: Path, repeats: int) -> InProcessResult:
@@ -852,11 +852,11 @@ def _in_process_section(result: InProcessResult) -> list[str]:
         "",
         f"{result.model_summary}, loaded through `ML.model_store.ModelStore` as the server "
         "loads it, timed in this process with one numeric thread: `pipeline.predict(DataFrame)` "
-        "on iris rows, median of repeated timeit runs. FastPipeline: "
+        "on iris rows, median of repeated timeit runs. CompiledPipeline: "
         f"{result.fast_note}.",
         "",
-        "| rows | pipeline us/call | pipeline us/row | FastPipeline us/call "
-        "| FastPipeline us/row |",
+        "| rows | pipeline us/call | pipeline us/row | CompiledPipeline us/call "
+        "| CompiledPipeline us/row |",
         "|---:|---:|---:|---:|---:|",
     ]
     for row in result.rows:
