@@ -56,3 +56,12 @@ def test_fast_ml_credentials_come_only_from_service_variables(
     assert Settings().service_user is None
     monkeypatch.setenv("SERVICE_USER", "alice")
     assert Settings().service_user == "alice"
+
+
+def test_readme_lists_every_estimator_of_the_registry() -> None:
+    from ML.estimators import ESTIMATORS
+
+    readme = (PROJECT_DIR / "README.md").read_text()
+    paragraph = readme[readme.index("Estimators (`ML/estimators.py`") :].split("\n\n")[0]
+    listed = re.findall(r"`([a-z_]+)`", paragraph)
+    assert sorted(listed) == sorted(ESTIMATORS)
