@@ -184,4 +184,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
         logger.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response(request, 500, INTERNAL_ERROR_MESSAGE)
+        # Starlette answers this from its outermost layer, outside the request log
+        # middleware that adds X-Request-ID to every other answer: add it here.
+        request_id = request.scope.get("state", {}).get("request_id")
+        headers = {"x-request-id": request_id} if request_id else None
+        return error_response(request, 500, INTERNAL_ERROR_MESSAGE, headers=headers)
