@@ -8,8 +8,9 @@ import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 from threadpoolctl import threadpool_limits
 
 from ML.config import Settings
@@ -17,7 +18,12 @@ from rest_api.auth import Authenticator, LoginThrottle
 from rest_api.backend import Backend, follow_current_versions
 from rest_api.errors import install_error_handlers
 from rest_api.logging_config import configure_logging
-from rest_api.middleware import AuthMiddleware, BodyLimitMiddleware, RequestLogMiddleware
+from rest_api.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    RequestLogMiddleware,
+    RoleTable,
+)
 from rest_api.predict_json import PredictJsonRoute, document_predict_json
 from rest_api.request_log import RequestLogWriter
 from rest_api.routes import compat, health, jobs, models, predictions
@@ -40,6 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         LoginThrottle(settings.login_max_failures, settings.login_window_seconds),
     )
     request_log = RequestLogWriter(settings.log_path)
+    # The JSON predict route first: the hot path is matched before any other route is tried.
+    routes: list[APIRouter | BaseRoute] = [PredictJsonRoute()]
+    routes += [predictions.router, models.router, jobs.router, health.router, compat.router]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # app.add_middleware(...) after create_app goes outside these (README: CORS).
         middleware=[
             Middleware(RequestLogMiddleware, writer=request_log),
-            Middleware(AuthMiddleware, authenticator=authenticator),
+            Middleware(AuthMiddleware, authenticator=authenticator, roles=RoleTable(routes)),
             Middleware(
                 BodyLimitMiddleware,
                 max_upload_bytes=settings.max_upload_bytes,
@@ -83,10 +92,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         ],
     )
-    # First in the routing: the hot path is matched before any other route is tried.
-    app.router.routes.insert(0, PredictJsonRoute())
-    for router in (predictions.router, models.router, jobs.router, health.router, compat.router):
-        app.include_router(router)
+    for route in routes:
+        if isinstance(route, APIRouter):
+            app.include_router(route)
+        else:
+            app.router.routes.insert(0, route)  # before FastAPI's /docs routes too
     install_error_handlers(app)
     _document_routes_outside_fastapi(app)
     return app

@@ -158,16 +158,21 @@ def authorize(user: User | None, role: Role) -> User:
 BASIC_SCHEME = HTTPBasic(auto_error=False, description="fastml user name and password")
 
 
-def require_role(role: Role) -> Any:
-    """A dependency for `dependencies=[...]`: the route needs at least `role`."""
+class RoleCheck:
+    """A dependency for `dependencies=[...]`: the route needs at least `role`.
 
-    def dependency(
-        request: Request, _: Annotated[HTTPBasicCredentials | None, Depends(BASIC_SCHEME)]
+    The edge reads `role` too (rest_api/middleware.py), so a user whose role may not call
+    the route gets the 403 before the body is read.
+    """
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    def __call__(
+        self, request: Request, _: Annotated[HTTPBasicCredentials | None, Depends(BASIC_SCHEME)]
     ) -> User:
-        return authorize(request.scope.get("state", {}).get("user"), role)
-
-    return Depends(dependency)
+        return authorize(request.scope.get("state", {}).get("user"), self.role)
 
 
-NEEDS_PREDICTOR = require_role(Role.PREDICTOR)
-NEEDS_TRAINER = require_role(Role.TRAINER)
+NEEDS_PREDICTOR: Any = Depends(RoleCheck(Role.PREDICTOR))
+NEEDS_TRAINER: Any = Depends(RoleCheck(Role.TRAINER))

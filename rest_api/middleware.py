@@ -9,15 +9,22 @@ belongs there: a preflight needs no credentials, and 401s carry CORS headers too
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
+from fastapi import APIRouter
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rest_api.auth import Authenticator, AuthFailed
+from rest_api.auth import Authenticator, AuthFailed, RoleCheck, authorize
 from rest_api.errors import ApiError, send_error
 from rest_api.metrics import RequestMetrics
 from rest_api.request_log import RequestLogWriter
+from rest_api.users import Role
 
 MAX_REQUEST_ID_LENGTH = 128
 PUBLIC_PATHS = frozenset({"/", "/health/live", "/health/ready"})
@@ -88,11 +95,13 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 class AuthMiddleware:
-    """Authenticates every request but the public ones before the app reads the body."""
+    """Authenticates every request but the public ones, and checks the role its route needs,
+    before the app reads the body."""
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, roles: RoleTable) -> None:
         self.app = app
         self.authenticator = authenticator
+        self.roles = roles
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
@@ -110,7 +119,52 @@ class AuthMiddleware:
             await _send_auth_failure(scope, send, failure)
             return
         scope.setdefault("state", {})["user"] = user
+        if not user.role.allows(Role.ADMIN):  # an admin may call every route
+            needed = self.roles.needed_role(scope["method"], scope["path"])
+            if needed is not None and not user.role.allows(needed):
+                try:
+                    authorize(user, needed)  # the one place that words the refusal
+                except ApiError as refusal:
+                    await send_error(scope, send, refusal.status, refusal.message)
+                    return
         await self.app(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class _RouteRole:
+    path: re.Pattern[str]
+    methods: frozenset[str]
+    role: Role
+
+
+class RoleTable:
+    """The role each route needs, known at the edge: read from the routes' RoleCheck
+    dependencies (and a plain route's `needed_role`), so it is declared once, on the route."""
+
+    def __init__(self, sources: Iterable[APIRouter | BaseRoute]) -> None:
+        self._routes: list[_RouteRole] = []
+        for source in sources:
+            if isinstance(source, APIRouter):
+                for route in source.routes:
+                    self._add(route, [*source.dependencies, *getattr(route, "dependencies", [])])
+            else:
+                self._add(source, [])
+
+    def needed_role(self, method: str, path: str) -> Role | None:
+        for route in self._routes:
+            if method in route.methods and route.path.match(path):
+                return route.role
+        return None
+
+    def _add(self, route: BaseRoute, dependencies: list[Any]) -> None:
+        role: Role | None = getattr(route, "needed_role", None)
+        for dependency in dependencies:
+            check = dependency.dependency
+            if isinstance(check, RoleCheck) and (role is None or check.role.allows(role)):
+                role = check.role
+        path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if role is not None and path is not None and methods:
+            self._routes.append(_RouteRole(compile_path(path)[0], frozenset(methods), role))
 
 
 async def _send_auth_failure(scope: Scope, send: Send, failure: AuthFailed) -> None:

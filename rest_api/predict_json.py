@@ -27,6 +27,7 @@ from rest_api.schemas import ERROR_RESPONSES, ErrorView, PredictRequest, Predict
 from rest_api.users import Role
 
 PATH = "/models/{name}/predict"
+NEEDED_ROLE = Role.PREDICTOR
 JSON_HEADERS = [(b"content-type", b"application/json")]
 PROBA_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 PROBA_FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
@@ -68,7 +69,7 @@ class PredictJsonEndpoint:
     """Parses the request, checks the role and proba, predicts, answers: all of it, here."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        authorize(scope["state"].get("user"), Role.PREDICTOR)
+        authorize(scope["state"].get("user"), NEEDED_ROLE)
         proba = parse_proba(_query_value(scope["query_string"], "proba"))
         content_type = _header(scope, b"content-type")
         if not is_json(content_type):
@@ -157,6 +158,8 @@ async def _read_body(receive: Receive) -> bytes:
 class PredictJsonRoute(Route):
     """A Starlette route that records itself in the scope, as FastAPI's routes do, so the
     request log and /metrics label its requests with its path."""
+
+    needed_role = NEEDED_ROLE  # read by the edge, like a RoleCheck
 
     def __init__(self) -> None:
         super().__init__(PATH, PredictJsonEndpoint(), methods=["POST"], name="predict_json")
