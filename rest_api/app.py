@@ -18,6 +18,7 @@ from rest_api.auth import Authenticator, LoginThrottle
 from rest_api.backend import Backend, follow_current_versions
 from rest_api.errors import install_error_handlers
 from rest_api.logging_config import configure_logging
+from rest_api.metrics import PENDING
 from rest_api.middleware import (
     AuthMiddleware,
     BodyLimitMiddleware,
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await follower
             backend.close()
             request_log.close()
+            PENDING.close()
 
     app = FastAPI(
         title="fastml",

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rest_api.auth import Authenticator, AuthFailed, RoleCheck, authorize
 from rest_api.errors import ApiError, send_error
-from rest_api.metrics import RequestMetrics
+from rest_api.metrics import PENDING
 from rest_api.request_log import RequestLogWriter
 from rest_api.users import Role
 
@@ -40,7 +40,6 @@ class RequestLogMiddleware:
     def __init__(self, app: ASGIApp, writer: RequestLogWriter) -> None:
         self.app = app
         self.writer = writer
-        self.metrics = RequestMetrics()
         # A random per-process prefix and a counter: unique ids without a uuid per request.
         self._id_prefix = secrets.token_hex(6)
         self._counter = itertools.count(1)
@@ -78,20 +77,26 @@ class RequestLogMiddleware:
                 f"user={user.name if user is not None else '-'} request_id={request_id}"
             )
             route = scope.get("route")
-            self.metrics.observe(
+            PENDING.observe_request(
                 scope["method"], getattr(route, "path", None) or "unmatched", status, elapsed
             )
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
     """Keep a caller's X-Request-ID when it is short and printable, for tracing across services."""
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            text = value.decode("latin-1")
-            if 0 < len(text) <= MAX_REQUEST_ID_LENGTH and text.isprintable() and " " not in text:
-                return text
-            return None
+    value = first_header(scope, b"x-request-id")
+    if value is None:
+        return None
+    text = value.decode("latin-1")
+    if 0 < len(text) <= MAX_REQUEST_ID_LENGTH and text.isprintable() and " " not in text:
+        return text
     return None
+
+
+def first_header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header `name` (lower case), or None."""
+    # A dict built in C beats a Python loop over the headers; reversed keeps the first.
+    return dict(reversed(scope["headers"])).get(name)
 
 
 class AuthMiddleware:
@@ -107,11 +112,7 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
-        authorization = None
-        for header_name, value in scope["headers"]:
-            if header_name == b"authorization":
-                authorization = value
-                break
+        authorization = first_header(scope, b"authorization")
         client = scope["client"][0] if scope.get("client") else "unknown"
         try:
             user = self.authenticator.authenticate(authorization, client)
@@ -119,7 +120,7 @@ class AuthMiddleware:
             await _send_auth_failure(scope, send, failure)
             return
         scope.setdefault("state", {})["user"] = user
-        if not user.role.allows(Role.ADMIN):  # an admin may call every route
+        if user.role is not Role.ADMIN:  # an admin may call every route
             needed = self.roles.needed_role(scope["method"], scope["path"])
             if needed is not None and not user.role.allows(needed):
                 try:
@@ -187,12 +188,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        content_length = content_type = None
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                content_length = value
-            elif name == b"content-type":
-                content_type = value
+        headers = dict(scope["headers"])  # the last of repeated headers, as before
+        content_length = headers.get(b"content-length")
+        content_type = headers.get(b"content-type")
         is_upload = content_type is not None and content_type.lower().startswith(b"multipart/")
         limit = self.max_upload_bytes if is_upload else self.max_json_bytes
         if content_length is not None:

@@ -23,6 +23,7 @@ from rest_api.auth import authorize
 from rest_api.backend import Backend
 from rest_api.errors import ApiError
 from rest_api.metrics import count_predicted_rows
+from rest_api.middleware import first_header
 from rest_api.schemas import ERROR_RESPONSES, ErrorView, PredictRequest, PredictResponse
 from rest_api.users import Role
 
@@ -71,7 +72,8 @@ class PredictJsonEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         authorize(scope["state"].get("user"), NEEDED_ROLE)
         proba = parse_proba(_query_value(scope["query_string"], "proba"))
-        content_type = _header(scope, b"content-type")
+        raw_content_type = first_header(scope, b"content-type")
+        content_type = None if raw_content_type is None else raw_content_type.decode("latin-1")
         if not is_json(content_type):
             raise ApiError(415, f"send Content-Type: application/json, not {content_type!r}")
         backend: Backend = scope["app"].state.backend
@@ -123,13 +125,6 @@ def _check_row_count(count: int, max_rows: int) -> None:
             f"{count} rows is over the limit of {max_rows} per JSON request; "
             "send large inputs to /models/{name}/predict/csv",
         )
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for header_name, value in scope["headers"]:
-        if header_name == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _query_value(query_string: bytes, key: str) -> str | None:
