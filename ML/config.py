@@ -1,53 +1,92 @@
-"""Typed settings for the whole server, read from FASTML_* environment variables."""
+"""Every FASTML_* setting of the server, defined once, each with its one-line description.
+
+README's configuration table lists exactly these fields (a test checks it), and
+gunicorn/gunicorn-config.py reads its knobs from here too.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ML.batching import BatchSettings
 
+if TYPE_CHECKING:
+    from ML.datasets import DatasetLimits
+    from ML.model_store import ModelStore
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
 class Settings(BaseSettings):
-    """Built once by the app factory (or a job process) and passed down; never a module global."""
+    """Built once by the app factory (or a job process) and passed down; never a module global.
+
+    The environment variable of a field is FASTML_ + its name in capitals, except the
+    fast-ml template's SERVICE_USER and SERVICE_PASS.
+    """
 
     model_config = SettingsConfigDict(env_prefix="FASTML_", extra="ignore")
 
-    model_dir: Path = PROJECT_DIR / "ML" / "saved_models"
-    # Job records, uploads waiting for training, the generated secret and admin password.
-    state_dir: Path | None = None
-    log_path: Path = PROJECT_DIR / "ML_server.log"
+    # Files and folders.
+    model_dir: Path = Field(
+        default=PROJECT_DIR / "ML" / "saved_models",
+        description="model store: one folder per model, versions inside",
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        description="job records, uploads waiting for training, the generated secret and "
+        "admin password (default: MODEL_DIR/_state)",
+    )
+    log_path: Path = Field(
+        default=PROJECT_DIR / "ML_server.log",
+        description="the log every worker appends to: request lines, job and model events",
+    )
     log_max_bytes: int = Field(
         default=50 * 1024 * 1024, ge=0, description="rotate the log past this size; 0: never"
     )
     log_backup_count: int = Field(
         default=5, ge=1, description="rotated logs kept: ML_server.log.1 (newest) to .N"
     )
-    secret_key: SecretStr | None = None
+    log_level: LogLevel = Field(
+        default="info", description="level of the app log and of gunicorn's own messages"
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key signing model artifacts (default: generated once into STATE_DIR)",
+    )
 
-    # Users: the fast-ml pair (admin role) and/or a users file of hashed passwords.
+    # Users.
     service_user: str | None = Field(
-        default=None, validation_alias=AliasChoices("SERVICE_USER", "FASTML_SERVICE_USER")
+        default=None,
+        validation_alias="SERVICE_USER",
+        description="the fast-ml template's user name; that user gets the admin role",
     )
     service_pass: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("SERVICE_PASS", "FASTML_SERVICE_PASS")
+        default=None, validation_alias="SERVICE_PASS", description="SERVICE_USER's password"
     )
-    users_file: Path | None = None
+    users_file: Path | None = Field(
+        default=None, description="users file: lines of name:role:hash (python -m rest_api.users)"
+    )
     login_max_failures: int = Field(
-        default=10, ge=1, description="failed logins per client address and user per window"
+        default=10, ge=1, description="failed logins per client and user before a 429"
     )
-    login_window_seconds: float = Field(default=60.0, gt=0)
+    login_window_seconds: float = Field(
+        default=60.0, gt=0, description="the window those failed logins are counted in"
+    )
     login_account_max_failures: int = Field(
         default=100,
         ge=1,
         description="failed logins per account per account window (OWASP ASVS: 100 an hour), "
         "shared by addresses it has not logged in from recently; also a cap per address",
     )
-    login_account_window_seconds: float = Field(default=3600.0, gt=0)
+    login_account_window_seconds: float = Field(
+        default=3600.0, gt=0, description="the window the account budget is counted in"
+    )
     login_known_address_days: float = Field(
         default=30.0,
         gt=0,
@@ -56,33 +95,103 @@ class Settings(BaseSettings):
     )
 
     # Limits, checked before parsing.
-    max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
-    max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
-    max_training_rows: int = Field(default=2_000_000, ge=2)
-    max_columns: int = Field(default=1_000, ge=2)
-    max_classes: int = Field(default=1_000, ge=2)
-    max_predict_rows: int = Field(default=10_000, ge=1)
-    csv_chunk_rows: int = Field(default=20_000, ge=1)
+    max_upload_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="largest multipart upload (413 above)"
+    )
+    max_json_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1, description="largest JSON or other non-upload body"
+    )
+    max_training_rows: int = Field(
+        default=2_000_000, ge=2, description="most rows of a training or evaluation CSV"
+    )
+    max_columns: int = Field(default=1_000, ge=2, description="most columns of a CSV")
+    max_classes: int = Field(default=1_000, ge=2, description="most distinct target labels")
+    max_predict_rows: int = Field(
+        default=10_000, ge=1, description="most rows of one JSON predict request (413 above)"
+    )
+    csv_chunk_rows: int = Field(
+        default=20_000, ge=1, description="rows predicted at a time by /predict/csv"
+    )
 
     # Jobs and models.
-    training_processes: int = Field(default=1, ge=1)
-    recent_jobs_limit: int = Field(default=100, ge=1)
-    model_poll_seconds: float = Field(default=0.5, gt=0)
+    training_processes: int = Field(
+        default=1, ge=1, description="training processes per gunicorn worker"
+    )
+    model_poll_seconds: float = Field(
+        default=0.5, gt=0, description="how often a worker checks which version is current"
+    )
 
     # Micro-batching of concurrent predictions for the same model (per worker).
-    batch_max_rows: int = Field(default=512, ge=1)
-    batch_max_wait_ms: float = Field(default=0.0, ge=0)
-    batch_in_thread: bool = False
-    # Answer JSON predictions from a plain ASGI endpoint (same code, less overhead).
-    lean_predict: bool = True
-    broker_url: str | None = None
+    batch_max_rows: int = Field(
+        default=512, ge=1, description="most rows coalesced into one predict call"
+    )
+    batch_max_wait_ms: float = Field(
+        default=0.0, ge=0, description="how long a prediction may wait for company (0: never)"
+    )
+
+    # Gunicorn (read by gunicorn/gunicorn-config.py).
+    bind: str = Field(default="127.0.0.1:8000", description="address gunicorn listens on")
+    workers: int = Field(default=2, ge=1, description="gunicorn worker processes")
+    worker_timeout: int = Field(
+        default=60, ge=1, description="seconds a silent worker lives before gunicorn restarts it"
+    )
+    keepalive: int = Field(
+        default=5,
+        gt=0,
+        description="seconds an idle connection stays open, before its first request and "
+        "between requests",
+    )
+    pid_file: Path | None = Field(default=None, description="file gunicorn writes its pid to")
+    max_requests: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="a worker is replaced after this many requests, dropping none (0: never)",
+    )
+    max_requests_jitter: int | None = Field(
+        default=None, ge=0, description="random extra requests per worker (default: a tenth)"
+    )
+
+    # HTTP limits, kept by our Uvicorn worker (rest_api/worker.py).
+    limit_request_line: int = Field(
+        default=8190, ge=0, description="bytes of the request target (414 above; 0: no limit)"
+    )
+    limit_request_fields: int = Field(
+        default=100, ge=0, description="header lines of one request (431 above; 0: no limit)"
+    )
+    limit_request_field_size: int = Field(
+        default=8190, ge=0, description="bytes of one header line (431 above; 0: no limit)"
+    )
+    limit_request_head_bytes: int = Field(
+        default=32768, gt=0, description="bytes of the request line and all headers (431 above)"
+    )
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="seconds from a request's first byte to its last header"
+    )
+    body_timeout: float = Field(
+        default=20.0, gt=0, description="seconds a body may take before BODY_MIN_RATE applies"
+    )
+    body_min_rate: float = Field(
+        default=500.0, gt=0, description="bytes per second a slow body must average (408 below)"
+    )
+
+    # Scale-out (see the scale-out issue); not used yet.
+    broker_url: str | None = Field(
+        default=None, description="Celery broker for jobs (ignored until scale-out is built)"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @property
     def batch_settings(self) -> BatchSettings:
+        # The batch runs on the event loop: a compiled forest's batch takes well under a
+        # millisecond, and wrk passes with a thread hop differed by less than the noise.
         return BatchSettings(
             max_rows=self.batch_max_rows,
             max_wait_seconds=self.batch_max_wait_ms / 1000,
-            run_in_thread=self.batch_in_thread,
+            run_in_thread=False,
         )
 
     @property
@@ -100,3 +209,49 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.resolved_state_dir / "uploads"
+
+    # The two builders below import their modules when called: those load pandas and
+    # scikit-learn, which a job process must not load before it limits their threads.
+
+    def dataset_limits(self) -> DatasetLimits:
+        """The size limits every CSV read (training, evaluation) is checked against."""
+        from ML.datasets import DatasetLimits
+
+        return DatasetLimits(
+            max_rows=self.max_training_rows,
+            max_columns=self.max_columns,
+            max_classes=self.max_classes,
+        )
+
+    def open_model_store(self) -> ModelStore:
+        """The model store, keyed by FASTML_SECRET_KEY or the generated key."""
+        from ML.model_store import ModelStore
+        from ML.secret_key import load_or_create_secret
+
+        secret = self.secret_key.get_secret_value() if self.secret_key else None
+        return ModelStore(self.model_dir, load_or_create_secret(secret, self.resolved_state_dir))
+
+
+def environment_variable(name: str) -> str:
+    """The environment variable that sets the field `name`."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else f"FASTML_{name.upper()}"
+
+
+def configuration_table() -> str:
+    """README's configuration table, in markdown: `python -m ML.config` prints it."""
+    lines = ["| variable | default | what it sets |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, Path):
+            shown = f"`{default.relative_to(PROJECT_DIR)}`"
+        elif default is None:
+            shown = "unset"
+        else:
+            shown = f"`{default}`"
+        lines.append(f"| `{environment_variable(name)}` | {shown} | {field.description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(configuration_table(), end="")

@@ -252,7 +252,7 @@ class _Scale:
 _Stage = _Impute | _Scale
 
 
-class FastPipeline:
+class CompiledPipeline:
     """A fitted fastml Pipeline whose input is all-numeric, with the forest compiled.
 
     Replicates, step for step and in float64, what the sklearn pipeline does to each numeric
@@ -277,7 +277,7 @@ class FastPipeline:
         self._stages = stages
 
     @classmethod
-    def compile(cls, pipeline: Any) -> FastPipeline | None:
+    def compile(cls, pipeline: Any) -> CompiledPipeline | None:
         """The compiled pipeline, or None when it is not exactly the supported shape.
 
         Supported: Pipeline([ColumnTransformer, forest]) with steps found by type, where every

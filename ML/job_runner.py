@@ -96,9 +96,7 @@ def _train(job: JobRecord, settings: Settings) -> dict[str, Any]:
     # before numpy and scikit-learn load, and the server process never needs them early.
     from threadpoolctl import threadpool_limits
 
-    from ML.datasets import DatasetLimits, read_labelled_csv
-    from ML.model_store import ModelStore
-    from ML.secret_key import load_or_create_secret
+    from ML.datasets import read_labelled_csv
     from ML.training import TrainingOptions, train_model
 
     options = job.options
@@ -107,30 +105,13 @@ def _train(job: JobRecord, settings: Settings) -> dict[str, Any]:
         raise InvalidDataset(
             "the uploaded CSV of this job is gone from the server; upload it again"
         )
-    limits = DatasetLimits(
-        max_rows=settings.max_training_rows,
-        max_columns=settings.max_columns,
-        max_classes=settings.max_classes,
-    )
-    training_options = TrainingOptions(
-        estimator=options["estimator"],
-        params=options.get("params") or {},
-        test_size=options.get("test_size"),
-        cv=options.get("cv"),
-    )
-    promote = bool(options.get("promote", True))
-    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
-
     with threadpool_limits(limits=1):
-        dataset = read_labelled_csv(upload_path, options["target_variable"], limits)
-        trained = train_model(dataset, training_options)
-    store = ModelStore(
-        settings.model_dir, load_or_create_secret(secret, settings.resolved_state_dir)
+        dataset = read_labelled_csv(upload_path, options.target_variable, settings.dataset_limits())
+        trained = train_model(dataset, TrainingOptions.for_job(options))
+    version = settings.open_model_store().save_version(
+        job.model_name, trained.pipeline, trained.metadata, promote=options.promote
     )
-    version = store.save_version(
-        job.model_name, trained.pipeline, trained.metadata, promote=promote
-    )
-    return {"version": version, "metrics": trained.metadata["metrics"], "promoted": promote}
+    return {"version": version, "metrics": trained.metadata["metrics"], "promoted": options.promote}
 
 
 def _skip_unclaimed(jobs: JobStore, job_id: str) -> None:

@@ -7,9 +7,9 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -101,6 +101,46 @@ class JobStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class TrainingJobOptions:
+    """What a training job was asked for; stored as JSON with its record, read back typed.
+
+    The estimator fields become ML.training.TrainingOptions in the job process (this module
+    stays free of scikit-learn, which a job process loads only after limiting its threads).
+    """
+
+    target_variable: str
+    estimator: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    test_size: float | None = None
+    cv: int | None = None
+    promote: bool = True
+    filename: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "estimator": self.estimator,
+            "params": dict(self.params),
+            "test_size": self.test_size,
+            "cv": self.cv,
+            "promote": self.promote,
+            "target_variable": self.target_variable,
+            "filename": self.filename,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingJobOptions:
+        return cls(
+            target_variable=data["target_variable"],
+            estimator=data["estimator"],
+            params=data.get("params") or {},
+            test_size=data.get("test_size"),
+            cv=data.get("cv"),
+            promote=bool(data.get("promote", True)),
+            filename=data.get("filename"),
+        )
+
+
+@dataclass(frozen=True)
 class JobRecord:
     id: str
     kind: str
@@ -109,7 +149,7 @@ class JobRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    options: dict[str, Any]
+    options: TrainingJobOptions
     upload_path: str | None
     owner: str | None
     result: dict[str, Any] | None
@@ -125,7 +165,7 @@ class JobRecord:
             "created_at": self.created_at.isoformat(),
             "started_at": _iso_or_none(self.started_at),
             "finished_at": _iso_or_none(self.finished_at),
-            "options": self.options,
+            "options": self.options.to_dict(),
             "result": self.result,
             "error": self.error,
         }
@@ -146,7 +186,7 @@ class JobStore:
             conn.executescript(_SCHEMA)
 
     def create(
-        self, model_name: str, options: dict[str, Any], upload_path: str, owner: str
+        self, model_name: str, options: TrainingJobOptions, upload_path: str, owner: str
     ) -> JobRecord:
         job_id = str(uuid.uuid4())
         with self._connect() as conn:
@@ -158,7 +198,7 @@ class JobStore:
                     model_name,
                     JobStatus.QUEUED.value,
                     _now_iso(),
-                    _to_json(options),
+                    _to_json(options.to_dict()),
                     upload_path,
                     owner,
                 ),
@@ -315,7 +355,7 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         created_at=datetime.fromisoformat(created_at),
         started_at=_datetime_or_none(started_at),
         finished_at=_datetime_or_none(finished_at),
-        options=json.loads(options),
+        options=TrainingJobOptions.from_dict(json.loads(options)),
         upload_path=upload_path,
         owner=owner,
         result=None if result is None else json.loads(result),

@@ -14,7 +14,7 @@ from ML.csv_chunks import read_csv_chunks
 from ML.datasets import DatasetLimits, read_evaluation_csv
 from ML.errors import InvalidInput
 from ML.features import Feature
-from ML.forest_inference import FastPipeline
+from ML.forest_inference import CompiledPipeline
 from ML.json_input import frame_from_columns, frame_from_rows, matrix_from_rows
 from ML.model_store import LoadedModel
 from ML.training import compute_metrics
@@ -40,7 +40,7 @@ class Prediction:
 class ServedModel:
     """A loaded version plus what serving needs, prepared once per worker.
 
-    `fast` is the compiled forest path when the pipeline allows it (same labels and
+    `compiled` is the compiled forest path when the pipeline allows it (same labels and
     probabilities as scikit-learn, tested); `predict_async` coalesces concurrent requests
     into one predict call through a micro-batcher.
     """
@@ -48,7 +48,7 @@ class ServedModel:
     def __init__(self, loaded: LoadedModel, batch_settings: BatchSettings | None = None) -> None:
         self.loaded = loaded
         self.schema = [Feature.from_dict(item) for item in loaded.metadata["features"]]
-        self.fast = FastPipeline.compile(loaded.pipeline)
+        self.compiled = CompiledPipeline.compile(loaded.pipeline)
         self.classes = loaded.pipeline.classes_
         self.class_keys = [str(label) for label in self.classes.tolist()]
         self._batcher: MicroBatcher[PredictionItem, Prediction] = MicroBatcher(
@@ -73,13 +73,13 @@ class ServedModel:
 
     def inputs_from_rows(self, rows: list[dict[str, Any]]) -> ModelInput:
         """Validated model input from JSON rows; InvalidInput names every bad field."""
-        if self.fast is not None:
+        if self.compiled is not None:
             return matrix_from_rows(rows, self.schema)
         return frame_from_rows(rows, self.schema)
 
     def inputs_from_columns(self, columns: dict[str, list[Any]]) -> ModelInput:
         frame = frame_from_columns(columns, self.schema)
-        return frame.to_numpy(dtype=np.float64) if self.fast is not None else frame
+        return frame.to_numpy(dtype=np.float64) if self.compiled is not None else frame
 
     async def predict_async(self, inputs: ModelInput, *, with_probabilities: bool) -> Prediction:
         if with_probabilities:
@@ -130,11 +130,11 @@ def predict_arrays(
     model: ServedModel, inputs: ModelInput, *, with_probabilities: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels, and the probability matrix (columns in `classes_` order) when asked."""
-    if model.fast is not None:
+    if model.compiled is not None:
         if isinstance(inputs, pd.DataFrame):
             inputs = inputs.to_numpy(dtype=np.float64)
         # A forest's predict is argmax of its probabilities: one pass gives both.
-        matrix = model.fast.predict_proba(inputs)
+        matrix = model.compiled.predict_proba(inputs)
         labels = model.classes.take(matrix.argmax(axis=1))
         return labels, matrix if with_probabilities else None
     frame = inputs if isinstance(inputs, pd.DataFrame) else pd.DataFrame(inputs)

@@ -36,6 +36,7 @@ from ML.datasets import Dataset
 from ML.errors import InvalidDataset, InvalidParams
 from ML.estimators import DEFAULT_ESTIMATOR, build_estimator, estimator_spec, parameter_names
 from ML.features import Feature, FeatureKind
+from ML.jobs import TrainingJobOptions
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,16 @@ class TrainingOptions:
     test_size: float | None = None  # holdout fraction (0 < x < 1); 0.2 when cv is None
     cv: int | None = None  # k-fold cross-validation (2..20); exclusive with test_size
     random_state: int = 42
+
+    @classmethod
+    def for_job(cls, options: TrainingJobOptions) -> TrainingOptions:
+        """The estimator part of a training job's options."""
+        return cls(
+            estimator=options.estimator,
+            params=options.params,
+            test_size=options.test_size,
+            cv=options.cv,
+        )
 
 
 @dataclass

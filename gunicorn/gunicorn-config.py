@@ -1,9 +1,13 @@
-"""Gunicorn settings: Uvicorn workers serving wsgi:app; every knob has a FASTML_ variable."""
+"""Gunicorn settings: Uvicorn workers serving wsgi:app; knobs come from ML/config.py."""
 
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from ML.config import Settings
+
+_settings = Settings()
 
 # Numeric libraries get one thread per worker; set before any worker imports numpy.
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -17,37 +21,41 @@ _runtime_dir = Path(tempfile.mkdtemp(prefix="fastml-"))
 _metrics_dir = _runtime_dir / "metrics"
 _metrics_dir.mkdir()
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
-control_socket = os.environ.get("FASTML_CONTROL_SOCKET", str(_runtime_dir / "gunicorn.ctl"))
+control_socket = str(_runtime_dir / "gunicorn.ctl")
 
-bind = os.environ.get("FASTML_BIND", "127.0.0.1:8000")
+bind = _settings.bind
 # The process title names the address (`gunicorn: master [fastml 127.0.0.1:8000]`), so
 # `pgrep -f 'fastml.*8000'` finds the server; FASTML_PID_FILE (or --pid) writes its pid.
 proc_name = f"fastml {bind}"
-pidfile = os.environ.get("FASTML_PID_FILE") or None
-workers = int(os.environ.get("FASTML_WORKERS", "2"))
+pidfile = str(_settings.pid_file) if _settings.pid_file else None
+workers = _settings.workers
 # Uvicorn workers that keep the limits below (rest_api/worker.py, rest_api/http_protocol.py).
 worker_class = "rest_api.worker.FastMLWorker"
 # Training runs in a separate process pool, so a worker is never busy for long.
-timeout = int(os.environ.get("FASTML_WORKER_TIMEOUT", "60"))
+timeout = _settings.worker_timeout
 graceful_timeout = 30
 # Seconds an idle connection stays open, before its first request and between requests.
-keepalive = int(os.environ.get("FASTML_KEEPALIVE", "5"))
+keepalive = _settings.keepalive
 backlog = 2048
 # fastml writes its own request lines to ML_server.log; gunicorn reports to stderr.
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("FASTML_LOG_LEVEL", "info")
+loglevel = _settings.log_level
 # Request line, header count and header line size: 414/431 past them. The FastMLWorker
-# applies them (Uvicorn alone ignores them), with the FASTML_LIMIT_REQUEST_HEAD_BYTES,
-# FASTML_HEADER_TIMEOUT, FASTML_BODY_TIMEOUT and FASTML_BODY_MIN_RATE it reads itself.
-limit_request_line = int(os.environ.get("FASTML_LIMIT_REQUEST_LINE", "8190"))
-limit_request_fields = int(os.environ.get("FASTML_LIMIT_REQUEST_FIELDS", "100"))
-limit_request_field_size = int(os.environ.get("FASTML_LIMIT_REQUEST_FIELD_SIZE", "8190"))
+# applies them (Uvicorn alone ignores them), with the head size and the header and body
+# deadlines it reads from the same settings.
+limit_request_line = _settings.limit_request_line
+limit_request_fields = _settings.limit_request_fields
+limit_request_field_size = _settings.limit_request_field_size
 # A defence against slow leaks: a worker that has answered this many requests (plus a random
 # jitter, so workers do not restart together) finishes what it has and is replaced, without
 # dropping a request. 0 turns it off.
-max_requests = int(os.environ.get("FASTML_MAX_REQUESTS", "1000000"))
-max_requests_jitter = int(os.environ.get("FASTML_MAX_REQUESTS_JITTER", str(max_requests // 10)))
+max_requests = _settings.max_requests
+max_requests_jitter = (
+    _settings.max_requests // 10
+    if _settings.max_requests_jitter is None
+    else _settings.max_requests_jitter
+)
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

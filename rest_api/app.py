@@ -1,4 +1,4 @@
-"""The app factory: settings in, a FastAPI app with auth, limits, logging and routes out."""
+"""The app factory: settings in, a FastAPI app with its edge middleware and routes out."""
 
 from __future__ import annotations
 
@@ -6,22 +6,30 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
+from typing import Any
 
-from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import APIRouter, FastAPI
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 from threadpoolctl import threadpool_limits
 
 from ML.config import Settings
 from rest_api.api_docs import install_api_docs
-from rest_api.auth import AuthMiddleware, build_authenticator
+from rest_api.auth import build_authenticator
+from rest_api.backend import Backend, follow_current_versions
 from rest_api.errors import install_error_handlers
-from rest_api.lean_predict import LeanPredictMiddleware
-from rest_api.limits import BodyLimitMiddleware
 from rest_api.logging_config import configure_logging
-from rest_api.request_log import RequestLogMiddleware, RequestLogWriter
+from rest_api.metrics import PENDING
+from rest_api.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    RequestLogMiddleware,
+    RoleTable,
+)
+from rest_api.predict_json import PredictJsonRoute, document_predict_json
+from rest_api.request_log import RequestLogWriter
 from rest_api.routes import compat, health, jobs, models, predictions
 from rest_api.routes.health import VERSION
-from rest_api.services import Services, follow_current_versions
 
 DESCRIPTION = """
 Train scikit-learn classifiers from a CSV and serve their predictions.
@@ -31,27 +39,29 @@ Roles: `predictor` (predict), `trainer` (+ train, evaluate, models, jobs), `admi
 """
 
 
-def create_app(settings: Settings | None = None) -> FastMLApp:
+def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    configure_logging(settings.log_path)
+    configure_logging(settings.log_path, settings.log_level)
     authenticator = build_authenticator(settings)
-
     request_log = RequestLogWriter(
         settings.log_path, settings.log_max_bytes, settings.log_backup_count
     )
+    # The JSON predict route first: the hot path is matched before any other route is tried.
+    routes: list[APIRouter | BaseRoute] = [PredictJsonRoute()]
+    routes += [predictions.router, models.router, jobs.router, health.router, compat.router]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One thread per worker for numeric libraries: workers, not BLAS threads, use the cores.
         threadpool_limits(1)
-        services = Services.open(settings)
-        app.state.services = services
+        backend = Backend.open(settings)
+        app.state.backend = backend
         # Everything loaded so far lives as long as the worker: move it out of the garbage
         # collector's view, so full collections stay short and p99 latency with them.
         gc.collect()
         gc.freeze()
         follower = asyncio.create_task(
-            follow_current_versions(services.models, settings.model_poll_seconds)
+            follow_current_versions(backend.models, settings.model_poll_seconds)
         )
         try:
             yield
@@ -59,43 +69,50 @@ def create_app(settings: Settings | None = None) -> FastMLApp:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
-            services.close()
+            backend.close()
             request_log.close()
+            PENDING.close()
 
-    app = FastMLApp(
+    app = FastAPI(
         title="fastml",
         version=VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,  # install_api_docs serves them without a CDN
         redoc_url=None,
+        # FastAPI's OpenTelemetry hooks cost a check per request; /metrics and the request
+        # log are this server's telemetry. A forker with an OpenTelemetry set-up turns them on.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        # The edge, outermost first, all before any route reads the body. A forker's
+        # app.add_middleware(...) after create_app goes outside these (README: CORS).
+        middleware=[
+            Middleware(RequestLogMiddleware, writer=request_log),
+            Middleware(AuthMiddleware, authenticator=authenticator, roles=RoleTable(routes)),
+            Middleware(
+                BodyLimitMiddleware,
+                max_upload_bytes=settings.max_upload_bytes,
+                max_json_bytes=settings.max_json_bytes,
+            ),
+        ],
     )
-    for router in (health.router, models.router, predictions.router, jobs.router, compat.router):
-        app.include_router(router)
+    for route in routes:
+        if isinstance(route, APIRouter):
+            app.include_router(route)
+        else:
+            app.router.routes.insert(0, route)  # before FastAPI's /docs routes too
     install_api_docs(app)
     install_error_handlers(app)
-    # The edge, outermost first: request id and log line, auth, size limits, the lean
-    # predict endpoint; all before any route reads the body, and before FastAPI's stack.
-    inner: ASGIApp = app.call_fastapi
-    if settings.lean_predict:
-        inner = LeanPredictMiddleware(inner, app)
-    inner = BodyLimitMiddleware(
-        inner, max_upload_bytes=settings.max_upload_bytes, max_json_bytes=settings.max_json_bytes
-    )
-    app.edge = RequestLogMiddleware(AuthMiddleware(inner, authenticator), request_log)
+    _document_routes_outside_fastapi(app)
     return app
 
 
-class FastMLApp(FastAPI):
-    """FastAPI behind an edge stack of plain ASGI middleware (see create_app)."""
+def _document_routes_outside_fastapi(app: FastAPI) -> None:
+    """FastAPI documents its own routes; the JSON predict endpoint is added by hand."""
+    generate = app.openapi
 
-    edge: ASGIApp | None = None
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_predict_json(generate())
+        return generate()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.edge is not None:
-            await self.edge(scope, receive, send)
-        else:
-            await self.call_fastapi(scope, receive, send)
-
-    async def call_fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await super().__call__(scope, receive, send)
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,7 +1,7 @@
-"""HTTP basic auth: verify once per worker, cache, throttle failures, check roles.
+"""HTTP basic auth: verify once per worker, cache, throttle failures; role checks.
 
-Authentication runs in an ASGI middleware, before any route reads the body, so an
-unauthenticated upload is refused without reading it. Routes then only check the role.
+rest_api/middleware.py authenticates every request with `Authenticator` before any route
+reads the body; routes then only check the role (`authorize`).
 """
 
 from __future__ import annotations
@@ -29,18 +29,15 @@ from typing import Annotated, Any, TypeVar
 from argon2 import PasswordHasher
 from fastapi import Depends, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ML.config import Settings
-from rest_api.errors import ApiError, send_error
+from rest_api.errors import ApiError
 from rest_api.login_failures import FailureCounters, Lockouts, LoginLimits, SQLiteFailureCounters
 from rest_api.passwords import new_hasher, verify_password
 from rest_api.users import Role, UserRecord, load_users
 
 logger = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/", "/health/live", "/health/ready"})
-REALM_HEADER = (b"www-authenticate", b'Basic realm="fastml", charset="UTF-8"')
 # Verified in place of a user's hash when the name is unknown, so that a wrong name costs
 # what a wrong password costs (same scheme and parameters as every other hash).
 _DUMMY_HASH = (
@@ -273,64 +270,40 @@ def _parse_basic(authorization: bytes | None) -> tuple[str, str]:
     return name, password
 
 
-class AuthMiddleware:
-    """Authenticates every request but the public ones before the app reads the body."""
+def authorize(user: User | None, role: Role) -> User:
+    """The user the edge authenticated, if their role allows `role`; else a 401 or 403.
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
-        self.app = app
-        self.authenticator = authenticator
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
-            await self.app(scope, receive, send)
-            return
-        authorization = None
-        for header_name, value in scope["headers"]:
-            if header_name == b"authorization":
-                authorization = value
-                break
-        client = scope["client"][0] if scope.get("client") else "unknown"
-        try:
-            user = await self.authenticator.authenticate(authorization, client)
-        except AuthFailed as failure:
-            await _send_auth_failure(scope, send, failure)
-            return
-        scope.setdefault("state", {})["user"] = user
-        await self.app(scope, receive, send)
-
-
-async def _send_auth_failure(scope: Scope, send: Send, failure: AuthFailed) -> None:
-    headers = [REALM_HEADER] if failure.status == 401 else []
-    if failure.retry_after is not None:
-        headers.append((b"retry-after", str(failure.retry_after).encode()))
-    await send_error(scope, send, failure.status, failure.message, headers)
-
-
-def current_user(request: Request) -> User:
-    user: User | None = request.scope.get("state", {}).get("user")
-    if user is None:  # only reachable if the middleware was bypassed
+    The one role check: the FastAPI dependencies below and the JSON predict endpoint
+    (rest_api/predict_json.py) both call it.
+    """
+    if user is None:  # only reachable if the auth middleware was bypassed
         raise ApiError(401, "authentication required")
+    if not user.role.allows(role):
+        raise ApiError(
+            403, f"user '{user.name}' has role {user.role.value}; this needs {role.value}"
+        )
     return user
 
 
 # Declared so Swagger offers "Authorize"; the middleware has already checked the header.
-_BASIC_SCHEME = HTTPBasic(auto_error=False, description="fastml user name and password")
+BASIC_SCHEME = HTTPBasic(auto_error=False, description="fastml user name and password")
 
 
-def require_role(role: Role) -> Any:
-    def dependency(
-        request: Request, _: Annotated[HTTPBasicCredentials | None, Depends(_BASIC_SCHEME)]
+class RoleCheck:
+    """A dependency for `dependencies=[...]`: the route needs at least `role`.
+
+    The edge reads `role` too (rest_api/middleware.py), so a user whose role may not call
+    the route gets the 403 before the body is read.
+    """
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    def __call__(
+        self, request: Request, _: Annotated[HTTPBasicCredentials | None, Depends(BASIC_SCHEME)]
     ) -> User:
-        user = current_user(request)
-        if not user.role.allows(role):
-            raise ApiError(
-                403, f"user '{user.name}' has role {user.role.value}; this needs {role.value}"
-            )
-        return user
-
-    return Depends(dependency)
+        return authorize(request.scope.get("state", {}).get("user"), self.role)
 
 
-Predictor = Annotated[User, require_role(Role.PREDICTOR)]
-Trainer = Annotated[User, require_role(Role.TRAINER)]
-Admin = Annotated[User, require_role(Role.ADMIN)]
+NEEDS_PREDICTOR: Any = Depends(RoleCheck(Role.PREDICTOR))
+NEEDS_TRAINER: Any = Depends(RoleCheck(Role.TRAINER))

@@ -23,19 +23,22 @@ from ML import errors
 
 logger = logging.getLogger(__name__)
 
-STATUS_BY_ERROR: dict[type[errors.FastMLError], int] = {
-    errors.InvalidName: 422,
-    errors.InvalidDataset: 422,
-    errors.DatasetTooLarge: 413,
-    errors.UnknownEstimator: 422,
-    errors.InvalidParams: 422,
-    errors.InvalidInput: 422,
-    errors.ModelNotFound: 404,
-    errors.ModelConflict: 409,
-    errors.ModelUnusable: 409,
-    errors.JobNotFound: 404,
-    errors.JobConflict: 409,
+# Each domain error's status and code. The codes are part of the API (clients switch on
+# them), so they are written out here: renaming a class cannot change one.
+ANSWER_BY_ERROR: dict[type[errors.FastMLError], tuple[int, str]] = {
+    errors.InvalidName: (422, "invalid_name"),
+    errors.InvalidDataset: (422, "invalid_dataset"),
+    errors.DatasetTooLarge: (413, "dataset_too_large"),
+    errors.UnknownEstimator: (422, "unknown_estimator"),
+    errors.InvalidParams: (422, "invalid_params"),
+    errors.InvalidInput: (422, "invalid_input"),
+    errors.ModelNotFound: (404, "model_not_found"),
+    errors.ModelConflict: (409, "model_conflict"),
+    errors.ModelUnusable: (409, "model_unusable"),
+    errors.JobNotFound: (404, "job_not_found"),
+    errors.JobConflict: (409, "job_conflict"),
 }
+UNLISTED_ERROR_ANSWER = (400, "bad_request")
 
 CODE_BY_STATUS = {
     400: "bad_request",
@@ -71,17 +74,13 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def status_for(exc: errors.FastMLError) -> int:
+def status_and_code(exc: errors.FastMLError) -> tuple[int, str]:
+    """From ANSWER_BY_ERROR, for the error's class or its nearest listed base class."""
     for cls in type(exc).__mro__:
-        if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]
-    return 400
-
-
-def error_code(exc: errors.FastMLError) -> str:
-    """InvalidDataset -> invalid_dataset: stable codes clients can switch on."""
-    name = type(exc).__name__
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+        answer = ANSWER_BY_ERROR.get(cls)
+        if answer is not None:
+            return answer
+    return UNLISTED_ERROR_ANSWER
 
 
 def error_body(
@@ -131,15 +130,12 @@ INTERNAL_ERROR_MESSAGE = "internal error; the server log has the details under t
 def client_error_body(
     exc: errors.FastMLError | ApiError, request_id: str | None
 ) -> tuple[int, bytes]:
-    """Status and JSON body for an error the client can fix: the FastAPI handlers and the
-    lean predict endpoint answer with this one function."""
+    """Status and JSON body for an error the client can fix."""
     if isinstance(exc, ApiError):
         body = error_body(exc.status, exc.message, details=exc.details, request_id=request_id)
         return exc.status, body
-    status = status_for(exc)
-    body = error_body(
-        status, exc.message, code=error_code(exc), details=exc.details, request_id=request_id
-    )
+    status, code = status_and_code(exc)
+    body = error_body(status, exc.message, code=code, details=exc.details, request_id=request_id)
     return status, body
 
 
@@ -188,4 +184,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
         logger.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response(request, 500, INTERNAL_ERROR_MESSAGE)
+        # Starlette answers this from its outermost layer, outside the request log
+        # middleware that adds X-Request-ID to every other answer: add it here.
+        request_id = request.scope.get("state", {}).get("request_id")
+        headers = {"x-request-id": request_id} if request_id else None
+        return error_response(request, 500, INTERNAL_ERROR_MESSAGE, headers=headers)

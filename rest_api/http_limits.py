@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
+
+from ML.config import Settings
 
 
 @dataclass(frozen=True)
@@ -40,17 +40,17 @@ class HttpLimits:
                 raise ValueError(f"HTTP limit {setting} must be greater than 0; got {value}")
 
     @classmethod
-    def from_environ(
-        cls, environ: Mapping[str, str] = os.environ, **gunicorn_limits: float
-    ) -> HttpLimits:
-        """The limits gunicorn has no setting for come from FASTML_* variables; the worker
-        passes gunicorn's own (request line, header count and size, keep-alive)."""
-        read = {
-            field: _positive_number(environ, variable, kind)
-            for field, (variable, kind) in ENVIRONMENT_VARIABLES.items()
-            if variable in environ
-        }
-        return cls(**gunicorn_limits, **read)  # type: ignore[arg-type]
+    def from_settings(cls, settings: Settings, **gunicorn_limits: float) -> HttpLimits:
+        """The head size and deadlines come from `settings`; the worker passes gunicorn's
+        own limits (request line, header count and size, keep-alive), which the gunicorn
+        config read from the same settings."""
+        return cls(
+            **gunicorn_limits,  # type: ignore[arg-type]
+            max_header_bytes=settings.limit_request_head_bytes,
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            body_min_rate=settings.body_min_rate,
+        )
 
 
 # Where the worker's limits come from, for messages: gunicorn settings and their variables.
@@ -60,21 +60,3 @@ GUNICORN_SETTINGS = {
     "max_header_field": "limit_request_field_size (FASTML_LIMIT_REQUEST_FIELD_SIZE)",
     "keep_alive_timeout": "keepalive (FASTML_KEEPALIVE)",
 }
-ENVIRONMENT_VARIABLES: dict[str, tuple[str, type[int] | type[float]]] = {
-    "max_header_bytes": ("FASTML_LIMIT_REQUEST_HEAD_BYTES", int),
-    "header_timeout": ("FASTML_HEADER_TIMEOUT", float),
-    "body_timeout": ("FASTML_BODY_TIMEOUT", float),
-    "body_min_rate": ("FASTML_BODY_MIN_RATE", float),
-}
-
-
-def _positive_number(environ: Mapping[str, str], variable: str, kind: type[float]) -> float:
-    text = environ[variable]
-    try:
-        value = kind(text)
-    except ValueError:
-        value = 0
-    if not value > 0:
-        unit = "a whole number" if kind is int else "a number"
-        raise ValueError(f"{variable} must be {unit} greater than 0; got {text!r}")
-    return value

@@ -13,8 +13,9 @@ from pathlib import Path
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s %(message)s"
 
 
-def configure_logging(log_path: Path, level: int = logging.INFO) -> None:
-    """Attach one append-mode file handler to the root logger (idempotent per path).
+def configure_logging(log_path: Path, level: str = "info") -> None:
+    """Attach one append-mode file handler to the root logger (idempotent per path) and set
+    its level (FASTML_LOG_LEVEL).
 
     Append mode opens the file with O_APPEND, so lines from several workers interleave
     whole and nothing is ever truncated. The handler reopens the file once it has been
@@ -22,6 +23,7 @@ def configure_logging(log_path: Path, level: int = logging.INFO) -> None:
     for long.
     """
     root = logging.getLogger()
+    root.setLevel(level.upper())
     resolved = str(log_path.resolve())
     for handler in root.handlers:
         if isinstance(handler, logging.FileHandler) and handler.baseFilename == resolved:
@@ -30,8 +32,6 @@ def configure_logging(log_path: Path, level: int = logging.INFO) -> None:
     handler = logging.handlers.WatchedFileHandler(resolved, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
-    if root.level > level or root.level == logging.NOTSET:
-        root.setLevel(level)
 
 
 class LogRotation:

@@ -1,22 +1,16 @@
-"""Per-request bookkeeping: request id, one log line, Prometheus samples."""
+"""The request log: lines batched into ML_server.log, a write per batch, not per request."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
-import secrets
 import time
 from pathlib import Path
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from rest_api.logging_config import LogRotation
-from rest_api.metrics import RequestMetrics
 
 logger = logging.getLogger(__name__)
-MAX_REQUEST_ID_LENGTH = 128
 FLUSH_SECONDS = 0.2
 
 
@@ -73,66 +67,3 @@ class RequestLogWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-class RequestLogMiddleware:
-    """Outermost layer: gives every request an id and logs method, path, status, latency, user.
-
-    Never logs bodies, query strings or headers, so no password or CSV cell reaches the log.
-    """
-
-    def __init__(self, app: ASGIApp, writer: RequestLogWriter) -> None:
-        self.app = app
-        self.writer = writer
-        self.metrics = RequestMetrics()
-        # A random per-process prefix and a counter: unique ids without a uuid per request.
-        self._id_prefix = secrets.token_hex(6)
-        self._counter = itertools.count(1)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        request_id = _incoming_request_id(scope) or f"{self._id_prefix}{next(self._counter):x}"
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - started
-            user = state.get("user")
-            path: str = scope["path"]
-            if not path.isprintable():  # a %0A in the URL must not forge a log line
-                path = path.encode("unicode_escape").decode("ascii")
-            self.writer.write(
-                f"{scope['method']} {path} {status} {elapsed * 1000:.2f}ms "
-                f"user={user.name if user is not None else '-'} request_id={request_id}"
-            )
-            route = scope.get("route")
-            self.metrics.observe(
-                scope["method"], getattr(route, "path", None) or "unmatched", status, elapsed
-            )
-
-
-def _incoming_request_id(scope: Scope) -> str | None:
-    """Keep a caller's X-Request-ID when it is short and printable, for tracing across services."""
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            text = value.decode("latin-1")
-            if 0 < len(text) <= MAX_REQUEST_ID_LENGTH and text.isprintable() and " " not in text:
-                return text
-            return None
-    return None

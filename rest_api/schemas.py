@@ -6,6 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ML.jobs import JobRecord, JobStatus
+from ML.model_store import ModelInfo, VersionInfo
+
 Scalar = float | int | str | bool | None
 
 
@@ -61,7 +64,7 @@ class JobView(BaseModel):
     id: str
     kind: str
     model_name: str
-    status: str = Field(examples=["queued"])
+    status: JobStatus
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -72,6 +75,13 @@ class JobView(BaseModel):
     )
     error: str | None
     links: dict[str, str] = {}
+
+    @classmethod
+    def from_record(cls, job: JobRecord) -> JobView:
+        links = {"self": f"/jobs/{job.id}", "model": f"/models/{job.model_name}"}
+        if job.result is not None and "version" in job.result:
+            links["version"] = f"/models/{job.model_name}/versions/{job.result['version']}"
+        return cls(**job.to_dict(), links=links)
 
 
 class JobList(BaseModel):
@@ -91,11 +101,23 @@ class VersionView(BaseModel):
         f"training CSV), library versions, duration, and metrics: {METRICS_DESCRIPTION}"
     )
 
+    @classmethod
+    def from_info(cls, info: VersionInfo) -> VersionView:
+        return cls(**info.__dict__)
+
 
 class ModelView(BaseModel):
     name: str
     current_version: int | None
     versions: list[VersionView]
+
+    @classmethod
+    def from_info(cls, info: ModelInfo) -> ModelView:
+        return cls(
+            name=info.name,
+            current_version=info.current_version,
+            versions=[VersionView.from_info(version) for version in info.versions],
+        )
 
 
 class ModelSummary(BaseModel):
@@ -106,6 +128,17 @@ class ModelSummary(BaseModel):
     metrics: dict[str, Any] | None = Field(
         description=METRICS_DESCRIPTION, examples=[METRICS_EXAMPLE]
     )
+
+    @classmethod
+    def from_info(cls, info: ModelInfo) -> ModelSummary:
+        current = next((v for v in info.versions if v.is_current), None)
+        return cls(
+            name=info.name,
+            current_version=info.current_version,
+            versions=[v.version for v in info.versions],
+            estimator=current.metadata.get("estimator") if current else None,
+            metrics=current.metadata.get("metrics") if current else None,
+        )
 
 
 class ModelList(BaseModel):

@@ -1,4 +1,5 @@
-"""Uploaded CSV files: kept on disk before a job is accepted, so an accepted job is never lost."""
+"""Uploaded CSV files: the form fields that carry them, and saving them to disk before a job
+is accepted, so an accepted job is never lost."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
-from fastapi import UploadFile
+from fastapi import File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from ML.private_files import make_private_dir, open_new_private_file
 
 # Form parsing limits for every upload route: one file, a few small fields.
 UPLOAD_FORM_LIMITS: Any = {"max_files": 1, "max_fields": 16, "max_part_size": 64 * 1024}
+
+CsvFile = Annotated[UploadFile, File(description="CSV with a header row")]
+TargetVariable = Annotated[str, Form(description="name of the column to predict")]
 
 
 async def save_upload(upload: UploadFile, uploads_dir: Path) -> Path:

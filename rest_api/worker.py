@@ -12,20 +12,22 @@ from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
+from ML.config import Settings
 from rest_api.http_limits import HttpLimits
 from rest_api.http_protocol import LimitedHttpProtocol
 
 
 class FastMLWorker(UvicornWorker):
     """Gunicorn's request-line and header limits, its keep-alive and graceful timeout reach
-    Uvicorn through this class (the stock worker drops them), plus the FASTML_* deadlines of
-    `HttpLimits`. No `server: uvicorn` header is sent."""
+    Uvicorn through this class (the stock worker drops them), plus the head size and deadlines
+    of `HttpLimits`. No `server: uvicorn` header is sent."""
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "server_header": False}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        limits = HttpLimits.from_environ(
+        limits = HttpLimits.from_settings(
+            Settings(),
             # 0 means "no limit" to gunicorn.
             max_request_line=self.cfg.limit_request_line or sys.maxsize,
             max_header_count=self.cfg.limit_request_fields or sys.maxsize,

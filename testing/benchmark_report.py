@@ -250,11 +250,11 @@ def _in_process_section(result: InProcessResult) -> list[str]:
         "",
         f"{result.model_summary}, loaded through `ML.model_store.ModelStore` as the server "
         "loads it, timed in this process with one numeric thread: `pipeline.predict(DataFrame)` "
-        "on iris rows, median of repeated timeit runs. FastPipeline: "
+        "on iris rows, median of repeated timeit runs. CompiledPipeline: "
         f"{result.fast_note}.",
         "",
-        "| rows | pipeline us/call | pipeline us/row | FastPipeline us/call "
-        "| FastPipeline us/row |",
+        "| rows | pipeline us/call | pipeline us/row | CompiledPipeline us/call "
+        "| CompiledPipeline us/row |",
         "|---:|---:|---:|---:|---:|",
     ]
     for row in result.rows:

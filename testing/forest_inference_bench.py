@@ -1,11 +1,11 @@
-"""Benchmark: scikit-learn pipeline predict_proba against ML.forest_inference.FastPipeline.
+"""Benchmark: scikit-learn pipeline predict_proba against ML.forest_inference.CompiledPipeline.
 
     python testing/forest_inference_bench.py              # iris and a 5,000-row synthetic forest
     python testing/forest_inference_bench.py --calibrate  # each strategy forced, to place
                                                           # VECTORISED_MAX_ROW_LEVELS
 
 Times are the median of --repeat runs (timeit), per call, on a prebuilt DataFrame (sklearn)
-or float64 matrix (FastPipeline); every result is checked equal to sklearn's first.
+or float64 matrix (CompiledPipeline); every result is checked equal to sklearn's first.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ML import forest_inference
-from ML.forest_inference import FastPipeline
+from ML.forest_inference import CompiledPipeline
 from testing.in_process_timing import time_per_call
 
 BATCH_SIZES = (1, 8, 64, 512, 1024)
@@ -76,9 +76,9 @@ def sample(features: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
 
 def compare(name: str, repeat: int) -> None:
     pipeline, features = MODELS[name]()
-    fast = FastPipeline.compile(pipeline)
+    fast = CompiledPipeline.compile(pipeline)
     if fast is None:
-        raise SystemExit(f"FastPipeline.compile refused the {name} pipeline")
+        raise SystemExit(f"CompiledPipeline.compile refused the {name} pipeline")
     forest = fast.forest
     width = len(fast.feature_names)
     print(f"\n{name}: {forest.n_trees} trees, depth {forest.depth}, {width} features")
@@ -87,7 +87,7 @@ def compare(name: str, repeat: int) -> None:
         frame = sample(features, rows, seed=rows)
         matrix = frame[fast.feature_names].to_numpy(np.float64)
         if not np.array_equal(fast.predict_proba(matrix), pipeline.predict_proba(frame)):
-            raise SystemExit(f"{name}: FastPipeline differs from sklearn on {rows} rows")
+            raise SystemExit(f"{name}: CompiledPipeline differs from sklearn on {rows} rows")
         slow = time_per_call(partial(pipeline.predict_proba, frame), repeat, TARGET_SECONDS_PER_RUN)
         quick = time_per_call(partial(fast.predict_proba, matrix), repeat, TARGET_SECONDS_PER_RUN)
         strategy = (
@@ -103,9 +103,9 @@ def compare(name: str, repeat: int) -> None:
 def calibrate(name: str, repeat: int) -> None:
     """Each strategy forced on growing batches: where they cross sets VECTORISED_MAX_ROW_LEVELS."""
     pipeline, features = MODELS[name]()
-    fast = FastPipeline.compile(pipeline)
+    fast = CompiledPipeline.compile(pipeline)
     if fast is None:
-        raise SystemExit(f"FastPipeline.compile refused the {name} pipeline")
+        raise SystemExit(f"CompiledPipeline.compile refused the {name} pipeline")
     depth = fast.forest.depth
     print(f"\n{name}: depth {depth}; times in ms")
     print(f"{'rows':>6} {'rows x depth':>13} {'vectorised':>11} {'per-tree':>9}")

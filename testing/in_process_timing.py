@@ -49,7 +49,7 @@ def iris_frame(rows: int) -> Any:
 
 
 def load_fast_pipeline(pipeline: Any) -> tuple[Any | None, str]:
-    """FastPipeline compiled for `pipeline` when ML/forest_inference.py exists, and a note."""
+    """CompiledPipeline compiled for `pipeline` when ML/forest_inference.py exists, and a note."""
     try:
         module = importlib.import_module("ML.forest_inference")
     except ModuleNotFoundError as exc:
@@ -58,12 +58,12 @@ def load_fast_pipeline(pipeline: Any) -> tuple[Any | None, str]:
         return None, "ML/forest_inference.py does not exist"
     # An optional column: a half-written module must not cost the whole run.
     try:
-        fast = module.FastPipeline.compile(pipeline)
+        fast = module.CompiledPipeline.compile(pipeline)
     except Exception as exc:
-        return None, f"FastPipeline.compile failed ({type(exc).__name__}: {exc})"
+        return None, f"CompiledPipeline.compile failed ({type(exc).__name__}: {exc})"
     if fast is None:
-        return None, "FastPipeline.compile returned None: this pipeline is not supported"
-    return fast, "FastPipeline.predict(float64 matrix) from ML/forest_inference.py"
+        return None, "CompiledPipeline.compile returned None: this pipeline is not supported"
+    return fast, "CompiledPipeline.predict(float64 matrix) from ML/forest_inference.py"
 
 
 def measure_in_process(model_dir: Path, repeats: int) -> InProcessResult:

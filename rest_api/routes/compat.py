@@ -7,19 +7,16 @@ is a real HTTP error status, with the same shape.
 from __future__ import annotations
 
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from ML.errors import FastMLError
-from ML.jobs import JobStatus
-from ML.prediction import evaluate_csv
-from ML.training import TrainingOptions
-from rest_api.auth import Predictor, Trainer
-from rest_api.errors import status_for
-from rest_api.routes.models import CsvFile, TargetVariable, dataset_limits, submit_training
+from ML.estimators import DEFAULT_ESTIMATOR
+from ML.jobs import JobStatus, TrainingJobOptions
+from rest_api.auth import NEEDS_PREDICTOR, NEEDS_TRAINER
+from rest_api.backend import BackendDep
+from rest_api.errors import status_and_code
 from rest_api.schemas import CompatResponse
-from rest_api.services import ServicesDep
-from rest_api.uploads import UPLOAD_FORM_LIMITS
+from rest_api.uploads import UPLOAD_FORM_LIMITS, CsvFile, TargetVariable, save_upload
 
 router = APIRouter(tags=["fast-ml compatibility"], form_limits=UPLOAD_FORM_LIMITS)
 DEFAULT_MODEL = "default"
@@ -36,21 +33,24 @@ def compat_answer(status: int, output: str) -> JSONResponse:
 @router.post(
     "/train_model",
     response_model=CompatResponse,
+    dependencies=[NEEDS_TRAINER],
     summary="fast-ml: train the 'default' model and wait for it",
 )
 async def train_model(
-    csv_file: CsvFile, target_variable: TargetVariable, services: ServicesDep, user: Trainer
+    csv_file: CsvFile, target_variable: TargetVariable, backend: BackendDep
 ) -> JSONResponse:
+    options = TrainingJobOptions(
+        target_variable=target_variable, estimator=DEFAULT_ESTIMATOR, filename=csv_file.filename
+    )
+    upload_path = await save_upload(csv_file, backend.settings.uploads_dir)
     try:
-        view = await submit_training(
-            services, DEFAULT_MODEL, csv_file, target_variable, TrainingOptions(), promote=True
-        )
+        job = await backend.submit_training(DEFAULT_MODEL, upload_path, options)
     except FastMLError as error:
-        return compat_answer(status_for(error), error.message)
+        return compat_answer(status_and_code(error)[0], error.message)
     try:
-        job = await services.runner.wait(view.id, timeout=TRAIN_TIMEOUT_SECONDS)
+        job = await backend.runner.wait(job.id, timeout=TRAIN_TIMEOUT_SECONDS)
     except TimeoutError:
-        return compat_answer(504, f"training still running; poll GET /jobs/{view.id}")
+        return compat_answer(504, f"training still running; poll GET /jobs/{job.id}")
     if job.status is not JobStatus.SUCCEEDED or job.result is None:
         is_internal = (job.error or "").startswith("internal error")
         return compat_answer(500 if is_internal else 422, job.error or f"job {job.status}")
@@ -61,16 +61,14 @@ async def train_model(
 @router.post(
     "/get_prediction",
     response_model=CompatResponse,
+    dependencies=[NEEDS_PREDICTOR],
     summary="fast-ml: accuracy of the 'default' model on a labelled CSV",
 )
 async def get_prediction(
-    csv_file: CsvFile, target_variable: TargetVariable, services: ServicesDep, user: Predictor
+    csv_file: CsvFile, target_variable: TargetVariable, backend: BackendDep
 ) -> JSONResponse:
     try:
-        model = await services.served_model(DEFAULT_MODEL)
-        metrics = await run_in_threadpool(
-            evaluate_csv, model, csv_file.file, target_variable, dataset_limits(services)
-        )
+        _, metrics = await backend.evaluate(DEFAULT_MODEL, csv_file.file, target_variable)
     except FastMLError as error:
-        return compat_answer(status_for(error), error.message)
+        return compat_answer(status_and_code(error)[0], error.message)
     return compat_answer(200, f"Test accuracy : {metrics['accuracy'] * 100:.2f} %")

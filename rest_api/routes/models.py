@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, File, Form, UploadFile
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Form, Path
+from pydantic import BeforeValidator
 from starlette.responses import JSONResponse
 
-from ML.datasets import DatasetLimits, check_training_csv_start
-from ML.errors import FastMLError, InvalidParams
+from ML.errors import InvalidParams
 from ML.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
-from ML.model_store import ModelInfo, VersionInfo, check_name
-from ML.prediction import evaluate_csv
+from ML.jobs import TrainingJobOptions
+from ML.model_store import check_name
 from ML.training import TrainingOptions, validate_options
-from rest_api.auth import Trainer
-from rest_api.metrics import TRAINING_JOBS
-from rest_api.routes.jobs import job_view
+from rest_api.auth import NEEDS_TRAINER
+from rest_api.backend import BackendDep
 from rest_api.schemas import (
     ERROR_RESPONSES,
     EvaluationView,
@@ -28,28 +27,39 @@ from rest_api.schemas import (
     PromoteRequest,
     VersionView,
 )
-from rest_api.services import Services, ServicesDep
-from rest_api.uploads import UPLOAD_FORM_LIMITS, save_upload
+from rest_api.uploads import UPLOAD_FORM_LIMITS, CsvFile, TargetVariable, save_upload
 
-router = APIRouter(tags=["models"], responses=ERROR_RESPONSES, form_limits=UPLOAD_FORM_LIMITS)
+router = APIRouter(
+    tags=["models"],
+    responses=ERROR_RESPONSES,
+    form_limits=UPLOAD_FORM_LIMITS,
+    dependencies=[NEEDS_TRAINER],
+)
 
-CsvFile = Annotated[UploadFile, File(description="CSV with a header row")]
-TargetVariable = Annotated[str, Form(description="name of the column to predict")]
+_VERSION_TEXT = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
-def dataset_limits(services: Services) -> DatasetLimits:
-    settings = services.settings
-    return DatasetLimits(
-        max_rows=settings.max_training_rows,
-        max_columns=settings.max_columns,
-        max_classes=settings.max_classes,
-    )
+def _strict_version(value: Any) -> Any:
+    # A path segment is text: "02", "2.0" and " 1" are not how a version is written.
+    if isinstance(value, str) and not _VERSION_TEXT.fullmatch(value):
+        raise ValueError("a version is a whole number such as 2, without leading zeros")
+    return value
+
+
+VersionNumber = Annotated[int, BeforeValidator(_strict_version), Path(description="e.g. 2")]
 
 
 def parse_training_form(
-    estimator: str, params: str | None, test_size: float | None, cv: int | None
-) -> TrainingOptions:
-    """Turn form fields into options, failing with a 422 before anything is queued."""
+    target_variable: str,
+    estimator: str,
+    params: str | None,
+    test_size: float | None,
+    cv: int | None,
+    *,
+    promote: bool,
+    filename: str | None,
+) -> TrainingJobOptions:
+    """Turn form fields into job options, failing with a 422 before anything is queued."""
     parsed_params: Any = {}
     if params:
         try:
@@ -58,44 +68,17 @@ def parse_training_form(
             raise InvalidParams(f"params is not valid JSON ({error}); send an object") from None
         if not isinstance(parsed_params, dict):
             raise InvalidParams('params must be a JSON object like {"n_estimators": 200}')
-    options = TrainingOptions(estimator=estimator, params=parsed_params, test_size=test_size, cv=cv)
-    validate_options(options)
-    return options
-
-
-async def submit_training(
-    services: Services,
-    name: str,
-    csv_file: UploadFile,
-    target_variable: str,
-    options: TrainingOptions,
-    *,
-    promote: bool,
-) -> JobView:
-    """Save the upload, record the job, hand it to the runner; shared with the fast-ml route."""
-    upload_path = await save_upload(csv_file, services.settings.uploads_dir)
-    try:
-        await run_in_threadpool(
-            check_training_csv_start, upload_path, target_variable, dataset_limits(services)
-        )
-    except FastMLError:
-        upload_path.unlink(missing_ok=True)
-        raise
-    job_options = {
-        "estimator": options.estimator,
-        "params": dict(options.params),
-        "test_size": options.test_size,
-        "cv": options.cv,
-        "promote": promote,
-        "target_variable": target_variable,
-        "filename": csv_file.filename,
-    }
-    job = await run_in_threadpool(
-        services.jobs.create, name, job_options, str(upload_path), services.runner.owner
+    options = TrainingJobOptions(
+        target_variable=target_variable,
+        estimator=estimator,
+        params=parsed_params,
+        test_size=test_size,
+        cv=cv,
+        promote=promote,
+        filename=filename,
     )
-    services.runner.submit(job.id)
-    TRAINING_JOBS.inc()
-    return job_view(job)
+    validate_options(TrainingOptions.for_job(options))
+    return options
 
 
 @router.post(
@@ -108,8 +91,7 @@ async def train(
     name: str,
     csv_file: CsvFile,
     target_variable: TargetVariable,
-    services: ServicesDep,
-    user: Trainer,
+    backend: BackendDep,
     estimator: Annotated[
         str, Form(description=f"one of: {', '.join(ESTIMATORS)}")
     ] = DEFAULT_ESTIMATOR,
@@ -123,46 +105,30 @@ async def train(
     promote: Annotated[bool, Form(description="make the new version current")] = True,
 ) -> JSONResponse:
     check_name(name)
-    options = parse_training_form(estimator, params, test_size, cv)
-    view = await submit_training(
-        services, name, csv_file, target_variable, options, promote=promote
+    options = parse_training_form(
+        target_variable,
+        estimator,
+        params,
+        test_size,
+        cv,
+        promote=promote,
+        filename=csv_file.filename,
     )
+    upload_path = await save_upload(csv_file, backend.settings.uploads_dir)
+    view = JobView.from_record(await backend.submit_training(name, upload_path, options))
     return JSONResponse(
-        view.model_dump(), status_code=202, headers={"Location": f"/jobs/{view.id}"}
-    )
-
-
-def version_view(info: VersionInfo) -> VersionView:
-    return VersionView(**info.__dict__)
-
-
-def model_view(info: ModelInfo) -> ModelView:
-    return ModelView(
-        name=info.name,
-        current_version=info.current_version,
-        versions=[version_view(v) for v in info.versions],
-    )
-
-
-def model_summary(info: ModelInfo) -> ModelSummary:
-    current = next((v for v in info.versions if v.is_current), None)
-    return ModelSummary(
-        name=info.name,
-        current_version=info.current_version,
-        versions=[v.version for v in info.versions],
-        estimator=current.metadata.get("estimator") if current else None,
-        metrics=current.metadata.get("metrics") if current else None,
+        view.model_dump(mode="json"), status_code=202, headers={"Location": f"/jobs/{view.id}"}
     )
 
 
 @router.get("/models", response_model=ModelList, summary="Every model and its current version")
-def list_models(services: ServicesDep, user: Trainer) -> ModelList:
-    return ModelList(models=[model_summary(info) for info in services.store.list_models()])
+def list_models(backend: BackendDep) -> ModelList:
+    return ModelList(models=[ModelSummary.from_info(info) for info in backend.store.list_models()])
 
 
 @router.get("/models/{name}", response_model=ModelView, summary="A model's versions and metadata")
-def get_model(name: str, services: ServicesDep, user: Trainer) -> ModelView:
-    return model_view(services.store.get_model(name))
+def get_model(name: str, backend: BackendDep) -> ModelView:
+    return ModelView.from_info(backend.store.get_model(name))
 
 
 @router.get(
@@ -170,8 +136,8 @@ def get_model(name: str, services: ServicesDep, user: Trainer) -> ModelView:
     response_model=VersionView,
     summary="One version's metadata and metrics",
 )
-def get_version(name: str, version: int, services: ServicesDep, user: Trainer) -> VersionView:
-    return version_view(services.store.get_version(name, version))
+def get_version(name: str, version: VersionNumber, backend: BackendDep) -> VersionView:
+    return VersionView.from_info(backend.store.get_version(name, version))
 
 
 @router.put(
@@ -179,15 +145,13 @@ def get_version(name: str, version: int, services: ServicesDep, user: Trainer) -
     response_model=VersionView,
     summary="Promote or roll back: choose which version serves predictions",
 )
-def set_current(
-    name: str, body: PromoteRequest, services: ServicesDep, user: Trainer
-) -> VersionView:
-    return version_view(services.store.set_current(name, body.version))
+def set_current(name: str, body: PromoteRequest, backend: BackendDep) -> VersionView:
+    return VersionView.from_info(backend.store.set_current(name, body.version))
 
 
 @router.delete("/models/{name}", status_code=204, summary="Delete a model and all its versions")
-def delete_model(name: str, services: ServicesDep, user: Trainer) -> None:
-    services.store.delete_model(name)
+def delete_model(name: str, backend: BackendDep) -> None:
+    backend.store.delete_model(name)
 
 
 @router.delete(
@@ -195,8 +159,8 @@ def delete_model(name: str, services: ServicesDep, user: Trainer) -> None:
     status_code=204,
     summary="Delete one version (not the current one while others exist)",
 )
-def delete_version(name: str, version: int, services: ServicesDep, user: Trainer) -> None:
-    services.store.delete_version(name, version)
+def delete_version(name: str, version: VersionNumber, backend: BackendDep) -> None:
+    backend.store.delete_version(name, version)
 
 
 @router.post(
@@ -205,14 +169,7 @@ def delete_version(name: str, version: int, services: ServicesDep, user: Trainer
     summary="Metrics of the current version on a labelled CSV",
 )
 async def evaluate(
-    name: str,
-    csv_file: CsvFile,
-    target_variable: TargetVariable,
-    services: ServicesDep,
-    user: Trainer,
+    name: str, csv_file: CsvFile, target_variable: TargetVariable, backend: BackendDep
 ) -> EvaluationView:
-    model = await services.served_model(name)
-    metrics = await run_in_threadpool(
-        evaluate_csv, model, csv_file.file, target_variable, dataset_limits(services)
-    )
+    model, metrics = await backend.evaluate(name, csv_file.file, target_variable)
     return EvaluationView(model=model.name, version=model.version, metrics=metrics)

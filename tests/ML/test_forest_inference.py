@@ -25,7 +25,7 @@ from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
 from ML import forest_inference
 from ML.config import PROJECT_DIR
-from ML.forest_inference import CompiledForest, FastPipeline
+from ML.forest_inference import CompiledForest, CompiledPipeline
 
 BATCH_SIZES = (1, 2, 63, 64, 1024)
 IRIS_CSV = PROJECT_DIR / "ML" / "data" / "full.csv"
@@ -292,7 +292,7 @@ def test_ordered_accumulation_is_what_sklearn_does() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# FastPipeline
+# CompiledPipeline
 # ---------------------------------------------------------------------------------------------
 
 PIPELINE_CASES: list[tuple[str, bool, Callable[[], Any]]] = [
@@ -348,7 +348,7 @@ def fitted_pipeline(case: int) -> tuple[Pipeline, pd.DataFrame]:
 
 def raw_probe_rows(pipeline: Pipeline, frame: pd.DataFrame, n_rows: int, seed: int) -> np.ndarray:
     """Raw rows (in frame column order) that land at and around the forest's thresholds."""
-    fast = FastPipeline.compile(pipeline)
+    fast = CompiledPipeline.compile(pipeline)
     assert fast is not None
     preprocessed = pipeline[:-1].transform(frame)
     rows = probe_rows(preprocessed, pipeline[-1], n_rows, seed, nan_share=NAN_SHARE)
@@ -371,7 +371,7 @@ def sklearn_frame(rows: np.ndarray, feature_names: list[str]) -> pd.DataFrame:
 @pytest.mark.parametrize("n_rows", BATCH_SIZES)
 def test_fast_pipeline_matches_sklearn(case: int, n_rows: int, strategy: str) -> None:
     pipeline, frame = fitted_pipeline(case)
-    fast = FastPipeline.compile(pipeline)
+    fast = CompiledPipeline.compile(pipeline)
     assert fast is not None
     assert fast.feature_names == [column for column in frame.columns if column != "note"]
     assert np.array_equal(fast.classes_, pipeline.classes_)
@@ -408,7 +408,7 @@ def test_fast_pipeline_matches_sklearn_imputer_and_scaler_options(
     preprocess = ColumnTransformer([("numeric", Pipeline(steps), numeric)])
     model = RandomForestClassifier(n_estimators=20, random_state=0)
     pipeline = Pipeline([("prep", preprocess), ("forest", model)]).fit(frame, labels)
-    fast = FastPipeline.compile(pipeline)
+    fast = CompiledPipeline.compile(pipeline)
     assert fast is not None
     rng = np.random.default_rng(0)
     rows = frame[fast.feature_names].to_numpy(np.float64)[rng.integers(0, len(frame), 500)]
@@ -434,7 +434,7 @@ def test_fast_pipeline_reads_several_numeric_branches_and_a_bare_imputer() -> No
     )
     model = ExtraTreesClassifier(n_estimators=7, random_state=0)
     pipeline = Pipeline([("p", preprocess), ("m", model)]).fit(frame, labels)
-    fast = FastPipeline.compile(pipeline)
+    fast = CompiledPipeline.compile(pipeline)
     assert fast is not None
     assert fast.feature_names == ["f0", "f1", "f2", "f3", "f4", "f5"]
     rng = np.random.default_rng(1)
@@ -509,19 +509,19 @@ def test_fast_pipeline_returns_none_for_unsupported(kind: str) -> None:
     if kind == "remainder-passthrough":
         fit_frame = frame.drop(columns="note")
     pipeline.fit(fit_frame, labels)
-    assert FastPipeline.compile(pipeline) is None
+    assert CompiledPipeline.compile(pipeline) is None
 
 
 def test_fast_pipeline_returns_none_when_unfitted_or_not_a_pipeline() -> None:
     model = RandomForestClassifier(n_estimators=3)
-    assert FastPipeline.compile(numeric_pipeline(["f0"], model, scale=False)) is None
-    assert FastPipeline.compile(fitted_forest(0)[0]) is None
-    assert FastPipeline.compile(None) is None
+    assert CompiledPipeline.compile(numeric_pipeline(["f0"], model, scale=False)) is None
+    assert CompiledPipeline.compile(fitted_forest(0)[0]) is None
+    assert CompiledPipeline.compile(None) is None
 
 
 def test_fast_pipeline_refuses_infinity_and_wrong_shapes() -> None:
     pipeline, _ = fitted_pipeline(0)
-    fast = FastPipeline.compile(pipeline)
+    fast = CompiledPipeline.compile(pipeline)
     assert fast is not None
     width = len(fast.feature_names)
     with pytest.raises(ValueError, match="infinity"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import multiprocessing
 import os
 import random
@@ -17,28 +18,24 @@ import pytest
 from pydantic import SecretStr
 
 from ML.config import Settings
-from ML.datasets import DatasetLimits, read_labelled_csv
+from ML.datasets import read_labelled_csv
 from ML.errors import InvalidDataset
 from ML.job_runner import BROKEN_POOL_ERROR, EmbeddedJobRunner, run_training_job
-from ML.jobs import ORPHAN_ERROR, JobRecord, JobStatus, JobStore
-from ML.model_store import ModelStore
-from ML.secret_key import load_or_create_secret
+from ML.jobs import ORPHAN_ERROR, JobRecord, JobStatus, JobStore, TrainingJobOptions
 
 JOB_DEADLINE_SECONDS = 60.0
 POLL_SECONDS = 0.02
 
 
-def make_options(**changes: Any) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "estimator": "random_forest",
-        "params": {"n_estimators": 5},
-        "test_size": 0.25,
-        "cv": None,
-        "promote": True,
-        "target_variable": "species",
-        "filename": "train.csv",
-    }
-    return {**options, **changes}
+def make_options(**changes: Any) -> TrainingJobOptions:
+    options = TrainingJobOptions(
+        target_variable="species",
+        estimator="random_forest",
+        params={"n_estimators": 5},
+        test_size=0.25,
+        filename="train.csv",
+    )
+    return dataclasses.replace(options, **changes)
 
 
 def two_class_csv(rows: int = 30) -> str:
@@ -177,7 +174,7 @@ def test_a_job_trains_stores_and_records_a_version(
     assert done.finished_at is not None
     assert done.error is None
     assert not Path(job.upload_path or "").exists()
-    assert model_store(settings).current_version("iris") == 1
+    assert settings.open_model_store().current_version("iris") == 1
 
 
 def test_a_job_sent_promote_false_keeps_the_current_version(
@@ -193,7 +190,7 @@ def test_a_job_sent_promote_false_keeps_the_current_version(
 
     assert done.result is not None, done.error
     assert (done.result["version"], done.result["promoted"]) == (2, False)
-    assert model_store(settings).current_version("iris") == 1
+    assert settings.open_model_store().current_version("iris") == 1
 
 
 def test_a_bad_csv_fails_the_job_with_the_dataset_message(
@@ -262,22 +259,10 @@ def test_run_training_job_runs_in_the_calling_process_too(
     assert run_training_job(job.id, settings) is None  # already done: not run twice
 
 
-def model_store(settings: Settings) -> ModelStore:
-    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
-    return ModelStore(
-        settings.model_dir, load_or_create_secret(secret, settings.resolved_state_dir)
-    )
-
-
 def dataset_error(tmp_path: Path, text: str, target: str, settings: Settings) -> str:
     """The message read_labelled_csv gives for `text`, read here in the test process."""
     path = tmp_path / "expected.csv"
     path.write_text(text, encoding="utf-8")
-    limits = DatasetLimits(
-        max_rows=settings.max_training_rows,
-        max_columns=settings.max_columns,
-        max_classes=settings.max_classes,
-    )
     with pytest.raises(InvalidDataset) as error:
-        read_labelled_csv(path, target, limits)
+        read_labelled_csv(path, target, settings.dataset_limits())
     return error.value.message

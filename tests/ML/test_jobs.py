@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 
 from ML.errors import JobConflict, JobNotFound
-from ML.jobs import ORPHAN_ERROR, JobRecord, JobStatus, JobStore
+from ML.jobs import ORPHAN_ERROR, JobRecord, JobStatus, JobStore, TrainingJobOptions
 
-OPTIONS = {
-    "estimator": "random_forest",
-    "params": {"n_estimators": 5},
-    "test_size": 0.25,
-    "cv": None,
-    "promote": True,
-    "target_variable": "species",
-    "filename": "train.csv",
-}
+OPTIONS = TrainingJobOptions(
+    target_variable="species",
+    estimator="random_forest",
+    params={"n_estimators": 5},
+    test_size=0.25,
+    promote=False,
+    filename="train.csv",
+)
 
 
 @pytest.fixture
@@ -69,6 +68,22 @@ def test_to_dict_is_json_without_server_details(store: JobStore) -> None:
     assert view["result"] == {"version": 1, "metrics": {"accuracy": 1.0}, "promoted": True}
     assert "upload_path" not in view
     assert "owner" not in view
+
+
+def test_options_round_trip_typed_through_the_store(store: JobStore) -> None:
+    job = create(store)
+
+    assert store.get(job.id).options == OPTIONS
+    assert job.to_dict()["options"] == {
+        "estimator": "random_forest",
+        "params": {"n_estimators": 5},
+        "test_size": 0.25,
+        "cv": None,
+        "promote": False,
+        "target_variable": "species",
+        "filename": "train.csv",
+    }
+    assert TrainingJobOptions.from_dict(job.to_dict()["options"]) == OPTIONS
 
 
 def test_a_second_store_on_the_same_file_sees_the_jobs(store: JobStore) -> None:

@@ -112,3 +112,20 @@ def test_generated_admin_when_no_user_is_configured(
     create_app(settings)
     assert credentials.read_text().strip().partition(":")[2] == password
     assert password not in (tmp_path / "ML_server.log").read_text()
+
+
+def test_a_role_that_may_not_upload_is_refused_before_reading(client: TestClient) -> None:
+    answer = client.post(
+        "/models/iris/train",
+        files={"csv_file": ("big.csv", io.BytesIO(b"x" * 1_000_000))},
+        data={"target_variable": "y"},
+        headers=basic_auth(PREDICTOR),
+    )
+    assert answer.status_code == 403
+    assert answer.json()["error"]["message"] == (
+        "user 'pete' has role predictor; this needs trainer"
+    )
+    assert answer.headers["connection"] == "close"  # answered by the edge, body unread
+    # Routes a predictor may call, and unknown routes, are not refused at the edge.
+    assert client.get("/metrics", headers=basic_auth(PREDICTOR)).status_code == 200
+    assert client.get("/no/such/route", headers=basic_auth(PREDICTOR)).status_code == 404

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from ML.config import Settings
+from rest_api.app import create_app
 from testing.fastml_api import basic_auth
 from testing.servers import ADMIN
 from tests.users import PREDICTOR
@@ -79,3 +80,21 @@ def test_metrics_count_requests(client: TestClient) -> None:
     client.get("/health/live")
     text = client.get("/metrics").text
     assert 'fastml_http_requests_total{method="GET",route="/health/live",status="200"}' in text
+
+
+def test_an_internal_error_is_a_json_500_with_the_request_id(settings: Settings) -> None:
+    app = create_app(settings)
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/broken", broken)  # a route with a bug, added by this test only
+    with TestClient(app, headers=basic_auth(ADMIN), raise_server_exceptions=False) as client:
+        answer = client.get("/broken")
+    assert answer.status_code == 500
+    body = answer.json()
+    assert body["error"]["code"] == "internal_error"
+    assert "a bug" not in answer.text
+    assert body["request_id"] == answer.headers["x-request-id"]
+    log = settings.log_path.read_text()
+    assert "GET /broken 500" in log and body["request_id"] in log

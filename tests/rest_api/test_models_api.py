@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from ML.config import Settings
@@ -87,3 +88,13 @@ def test_tampered_artifact_is_unusable_not_loaded(
     assert answer.json()["error"]["code"] == "model_unusable"
     # The usable version keeps serving.
     assert predict_version(client, "iris") == 1
+
+
+@pytest.mark.parametrize("version", ["02", "2.0", "%201", "-1", "+1", "1e3", "two"])
+def test_version_path_parameters_are_strict_integers(client: TestClient, version: str) -> None:
+    for answer in (
+        client.get(f"/models/iris/versions/{version}"),
+        client.delete(f"/models/iris/versions/{version}"),
+    ):
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["details"][0]["field"] == "path.version"

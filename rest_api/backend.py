@@ -1,0 +1,108 @@
+"""The objects one worker serves with (stores, job runner, model cache), and what routes ask
+of them: the served model, training submission, evaluation. Opened by the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from ML.config import Settings
+from ML.datasets import check_training_csv_start
+from ML.job_runner import EmbeddedJobRunner
+from ML.jobs import JobRecord, JobStore, TrainingJobOptions
+from ML.model_cache import ModelCache
+from ML.model_store import ModelStore, check_name
+from ML.prediction import ServedModel, evaluate_csv
+from ML.private_files import make_private_dir
+from rest_api.metrics import TRAINING_JOBS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Backend:
+    settings: Settings
+    store: ModelStore
+    jobs: JobStore
+    runner: EmbeddedJobRunner
+    models: ModelCache
+
+    @classmethod
+    def open(cls, settings: Settings) -> Backend:
+        settings.model_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.uploads_dir)
+        store = settings.open_model_store()
+        jobs = JobStore(settings.jobs_db_path)
+        runner = EmbeddedJobRunner(settings, jobs)
+        runner.start()
+        return cls(settings, store, jobs, runner, ModelCache(store, settings.batch_settings))
+
+    def close(self) -> None:
+        self.runner.shutdown()
+
+    async def served_model(self, name: str) -> ServedModel:
+        """The current version of `name`: from this worker's cache, else loaded off the loop."""
+        model = self.models.cached(name)
+        if model is None:
+            check_name(name)
+            model = await run_in_threadpool(self.models.load, name)
+            gc.freeze()  # a model lives as long as the worker: keep it out of GC passes
+        return model
+
+    async def submit_training(
+        self, name: str, upload_path: Path, options: TrainingJobOptions
+    ) -> JobRecord:
+        """Queue a training job on a saved upload (deleted if refused); a CSV whose header
+        cannot train fails here, at once, rather than in the job."""
+        try:
+            await run_in_threadpool(
+                check_training_csv_start,
+                upload_path,
+                options.target_variable,
+                self.settings.dataset_limits(),
+            )
+            job = await run_in_threadpool(
+                self.jobs.create, name, options, str(upload_path), self.runner.owner
+            )
+        except BaseException:
+            upload_path.unlink(missing_ok=True)
+            raise
+        self.runner.submit(job.id)
+        TRAINING_JOBS.inc()
+        return job
+
+    async def evaluate(
+        self, name: str, source: BinaryIO, target_variable: str
+    ) -> tuple[ServedModel, dict[str, Any]]:
+        """The current version of `name` and its metrics on a labelled CSV."""
+        model = await self.served_model(name)
+        metrics = await run_in_threadpool(
+            evaluate_csv, model, source, target_variable, self.settings.dataset_limits()
+        )
+        return model, metrics
+
+
+async def follow_current_versions(models: ModelCache, poll_seconds: float) -> None:
+    """Every worker notices a promotion or rollback within `poll_seconds`, without a restart."""
+    while True:
+        await asyncio.sleep(poll_seconds)
+        try:
+            if await run_in_threadpool(models.refresh):
+                gc.freeze()
+        except Exception:
+            logger.exception("refreshing the model cache failed; retrying")
+
+
+def get_backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
+
+BackendDep = Annotated[Backend, Depends(get_backend)]

@@ -1,0 +1,232 @@
+"""The edge: request id and log line, authentication, body limits.
+
+Plain ASGI middleware in FastAPI's own stack (create_app lists them, outermost first). They
+run before any route reads the body, so an unauthenticated or oversized upload is refused
+unread. A forker's `app.add_middleware(...)` after create_app goes outside them (CORS
+belongs there: a preflight needs no credentials, and 401s carry CORS headers too).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.routing import BaseRoute, compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rest_api.auth import Authenticator, AuthFailed, RoleCheck, authorize
+from rest_api.errors import ApiError, send_error
+from rest_api.metrics import PENDING
+from rest_api.request_log import RequestLogWriter
+from rest_api.users import Role
+
+MAX_REQUEST_ID_LENGTH = 128
+PUBLIC_PATHS = frozenset({"/", "/health/live", "/health/ready"})
+REALM_HEADER = (b"www-authenticate", b'Basic realm="fastml", charset="UTF-8"')
+
+
+class RequestLogMiddleware:
+    """Gives every request an id and logs method, path, status, latency, user; counts it.
+
+    Never logs bodies, query strings or headers, so no password or CSV cell reaches the log.
+    """
+
+    def __init__(self, app: ASGIApp, writer: RequestLogWriter) -> None:
+        self.app = app
+        self.writer = writer
+        # A random per-process prefix and a counter: unique ids without a uuid per request.
+        self._id_prefix = secrets.token_hex(6)
+        self._counter = itertools.count(1)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _incoming_request_id(scope) or f"{self._id_prefix}{next(self._counter):x}"
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            user = state.get("user")
+            path: str = scope["path"]
+            if not path.isprintable():  # a %0A in the URL must not forge a log line
+                path = path.encode("unicode_escape").decode("ascii")
+            self.writer.write(
+                f"{scope['method']} {path} {status} {elapsed * 1000:.2f}ms "
+                f"user={user.name if user is not None else '-'} request_id={request_id}"
+            )
+            route = scope.get("route")
+            PENDING.observe_request(
+                scope["method"], getattr(route, "path", None) or "unmatched", status, elapsed
+            )
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    """Keep a caller's X-Request-ID when it is short and printable, for tracing across services."""
+    value = first_header(scope, b"x-request-id")
+    if value is None:
+        return None
+    text = value.decode("latin-1")
+    if 0 < len(text) <= MAX_REQUEST_ID_LENGTH and text.isprintable() and " " not in text:
+        return text
+    return None
+
+
+def first_header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header `name` (lower case), or None."""
+    # A dict built in C beats a Python loop over the headers; reversed keeps the first.
+    return dict(reversed(scope["headers"])).get(name)
+
+
+class AuthMiddleware:
+    """Authenticates every request but the public ones, and checks the role its route needs,
+    before the app reads the body."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, roles: RoleTable) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.roles = roles
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        authorization = first_header(scope, b"authorization")
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        try:
+            user = await self.authenticator.authenticate(authorization, client)
+        except AuthFailed as failure:
+            await _send_auth_failure(scope, send, failure)
+            return
+        scope.setdefault("state", {})["user"] = user
+        if user.role is not Role.ADMIN:  # an admin may call every route
+            needed = self.roles.needed_role(scope["method"], scope["path"])
+            if needed is not None and not user.role.allows(needed):
+                try:
+                    authorize(user, needed)  # the one place that words the refusal
+                except ApiError as refusal:
+                    await send_error(scope, send, refusal.status, refusal.message)
+                    return
+        await self.app(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class _RouteRole:
+    path: re.Pattern[str]
+    methods: frozenset[str]
+    role: Role
+
+
+class RoleTable:
+    """The role each route needs, known at the edge: read from the routes' RoleCheck
+    dependencies (and a plain route's `needed_role`), so it is declared once, on the route."""
+
+    def __init__(self, sources: Iterable[APIRouter | BaseRoute]) -> None:
+        self._routes: list[_RouteRole] = []
+        for source in sources:
+            if isinstance(source, APIRouter):
+                for route in source.routes:
+                    self._add(route, [*source.dependencies, *getattr(route, "dependencies", [])])
+            else:
+                self._add(source, [])
+
+    def needed_role(self, method: str, path: str) -> Role | None:
+        for route in self._routes:
+            if method in route.methods and route.path.match(path):
+                return route.role
+        return None
+
+    def _add(self, route: BaseRoute, dependencies: list[Any]) -> None:
+        role: Role | None = getattr(route, "needed_role", None)
+        for dependency in dependencies:
+            check = dependency.dependency
+            if isinstance(check, RoleCheck) and (role is None or check.role.allows(role)):
+                role = check.role
+        path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if role is not None and path is not None and methods:
+            self._routes.append(_RouteRole(compile_path(path)[0], frozenset(methods), role))
+
+
+async def _send_auth_failure(scope: Scope, send: Send, failure: AuthFailed) -> None:
+    headers = [REALM_HEADER] if failure.status == 401 else []
+    if failure.retry_after is not None:
+        headers.append((b"retry-after", str(failure.retry_after).encode()))
+    await send_error(scope, send, failure.status, failure.message, headers)
+
+
+class BodyLimitMiddleware:
+    """Refuses oversized bodies: from their Content-Length before a byte is read, and by
+    counting the bytes of bodies sent without one (chunked)."""
+
+    def __init__(self, app: ASGIApp, *, max_upload_bytes: int, max_json_bytes: int) -> None:
+        self.app = app
+        self.max_upload_bytes = max_upload_bytes
+        self.max_json_bytes = max_json_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])  # the last of repeated headers, as before
+        content_length = headers.get(b"content-length")
+        content_type = headers.get(b"content-type")
+        is_upload = content_type is not None and content_type.lower().startswith(b"multipart/")
+        limit = self.max_upload_bytes if is_upload else self.max_json_bytes
+        if content_length is not None:
+            if not content_length.isdigit():
+                await send_error(scope, send, 400, "Content-Length must be a whole number of bytes")
+                return
+            if int(content_length) > limit:
+                kind = "an upload" if is_upload else "a request body"
+                await send_error(
+                    scope,
+                    send,
+                    413,
+                    f"{kind} of {int(content_length)} bytes is over the limit of {limit} bytes"
+                    + (
+                        "; set FASTML_MAX_UPLOAD_BYTES"
+                        if is_upload
+                        else "; send large inputs as a CSV to /predict/csv"
+                    ),
+                )
+                return
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, _counting(receive, limit), send)
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    """A receive that fails with 413 once a body without Content-Length passes `limit`."""
+    received = 0
+
+    async def receive_counted() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise ApiError(413, f"the request body is over the limit of {limit} bytes")
+        return message
+
+    return receive_counted

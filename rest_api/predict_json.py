@@ -1,0 +1,217 @@
+"""POST /models/{name}/predict: the one JSON predict path, and the OpenAPI operation for it.
+
+A plain ASGI endpoint in the app's own routing. The edge middleware (request log, auth, body
+limits) has run before it, and FastAPI's exception handlers answer whatever it raises; what
+it skips is FastAPI's per-request dependency solving and response classes, which cost more
+than a compiled forest's predict. As it declares nothing for FastAPI to read, its Swagger
+entry is written out below from the same pydantic models and the same `proba` parser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from pydantic.json_schema import models_json_schema
+from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
+
+from ML.errors import InvalidInput
+from ML.prediction import ModelInput, ServedModel
+from rest_api.auth import authorize
+from rest_api.backend import Backend
+from rest_api.errors import ApiError
+from rest_api.metrics import count_predicted_rows
+from rest_api.middleware import first_header
+from rest_api.schemas import ERROR_RESPONSES, ErrorView, PredictRequest, PredictResponse
+from rest_api.users import Role
+
+PATH = "/models/{name}/predict"
+NEEDED_ROLE = Role.PREDICTOR
+JSON_HEADERS = [(b"content-type", b"application/json")]
+PROBA_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
+PROBA_FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
+# The one description of `proba`, for every route that takes it.
+PROBA_PARAMETER: dict[str, Any] = {
+    "name": "proba",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "also return class probabilities: true or false "
+    "(also accepted, any case: 1/0, yes/no, on/off, t/f, y/n)",
+}
+
+
+def parse_proba(value: str | None) -> bool:
+    """The `proba` query value of any route: absent is false; anything unknown is a 422."""
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in PROBA_TRUE:
+        return True
+    if lowered in PROBA_FALSE:
+        return False
+    raise ApiError(
+        422,
+        f"proba must be true or false, not {value[:40]!r}",
+        details=[{"field": "proba", "error": "must be true or false"}],
+    )
+
+
+def is_json(content_type: str | None) -> bool:
+    """application/json in any case, with or without parameters such as charset."""
+    if content_type is None:
+        return True  # a body without a Content-Type is read as JSON
+    return content_type.partition(";")[0].strip().lower() == "application/json"
+
+
+class PredictJsonEndpoint:
+    """Parses the request, checks the role and proba, predicts, answers: all of it, here."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        authorize(scope["state"].get("user"), NEEDED_ROLE)
+        proba = parse_proba(_query_value(scope["query_string"], "proba"))
+        raw_content_type = first_header(scope, b"content-type")
+        content_type = None if raw_content_type is None else raw_content_type.decode("latin-1")
+        if not is_json(content_type):
+            raise ApiError(415, f"send Content-Type: application/json, not {content_type!r}")
+        backend: Backend = scope["app"].state.backend
+        model = await backend.served_model(scope["path_params"]["name"])
+        inputs = parse_predict_body(
+            await _read_body(receive), model, backend.settings.max_predict_rows
+        )
+        prediction = await model.predict_async(inputs, with_probabilities=proba)
+        count_predicted_rows(model.name, len(inputs))
+        answer: dict[str, Any] = {
+            "model": model.name,
+            "version": model.version,
+            "predictions": prediction.labels,
+        }
+        if prediction.probabilities is not None:
+            answer["probabilities"] = prediction.probabilities
+        body = orjson.dumps(answer)
+        headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def parse_predict_body(body: bytes, model: ServedModel, max_rows: int) -> ModelInput:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"the body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict) or ("rows" in payload) == ("columns" in payload):
+        raise InvalidInput(
+            'send {"rows": [{"feature": value, ...}, ...]} or {"columns": {"feature": [values]}}'
+        )
+    if "rows" in payload:
+        rows = payload["rows"]
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise InvalidInput('"rows" must be a list of objects, one per row')
+        _check_row_count(len(rows), max_rows)
+        return model.inputs_from_rows(rows)
+    columns = payload["columns"]
+    if not isinstance(columns, dict) or not all(isinstance(v, list) for v in columns.values()):
+        raise InvalidInput('"columns" must be an object of lists, one list per feature')
+    _check_row_count(max((len(v) for v in columns.values()), default=0), max_rows)
+    return model.inputs_from_columns(columns)
+
+
+def _check_row_count(count: int, max_rows: int) -> None:
+    if count > max_rows:
+        raise ApiError(
+            413,
+            f"{count} rows is over the limit of {max_rows} per JSON request; "
+            "send large inputs to /models/{name}/predict/csv",
+        )
+
+
+def _query_value(query_string: bytes, key: str) -> str | None:
+    """The last value of `key`, as Starlette's QueryParams.get gives it."""
+    if not query_string:
+        return None
+    found = None
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name == key:
+            found = value
+    return found
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body  # the usual case: one small message
+    parts = [body]
+    while message.get("more_body"):
+        message = await receive()
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
+
+
+class PredictJsonRoute(Route):
+    """A Starlette route that records itself in the scope, as FastAPI's routes do, so the
+    request log and /metrics label its requests with its path."""
+
+    needed_role = NEEDED_ROLE  # read by the edge, like a RoleCheck
+
+    def __init__(self) -> None:
+        super().__init__(PATH, PredictJsonEndpoint(), methods=["POST"], name="predict_json")
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
+def document_predict_json(openapi: dict[str, Any]) -> None:
+    """Add the JSON predict operation, and the schemas it names, to an OpenAPI document."""
+    _, definitions = models_json_schema(
+        [
+            (PredictRequest, "validation"),
+            (PredictResponse, "serialization"),
+            (ErrorView, "serialization"),
+        ],
+        ref_template="#/components/schemas/{model}",
+    )
+    openapi.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
+    openapi["components"].setdefault("securitySchemes", {}).setdefault(
+        "HTTPBasic", {"type": "http", "scheme": "basic"}
+    )
+    errors = {
+        **ERROR_RESPONSES,
+        415: {"description": "Content-Type is not application/json"},
+    }
+    openapi["paths"].setdefault(PATH, {})["post"] = {
+        "tags": ["predictions"],
+        "summary": "Predict labels for JSON rows (or columns)",
+        "operationId": "predict_json",
+        "security": [{"HTTPBasic": []}],
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+            PROBA_PARAMETER,
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("PredictRequest")}},
+        },
+        "responses": {
+            "200": {
+                "description": "labels as in the training data; probabilities if asked",
+                "content": {"application/json": {"schema": _ref("PredictResponse")}},
+            },
+            **{
+                str(status): {
+                    "description": answer["description"],
+                    "content": {"application/json": {"schema": _ref("ErrorView")}},
+                }
+                for status, answer in sorted(errors.items(), key=lambda item: str(item[0]))
+            },
+        },
+    }
+
+
+def _ref(model: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model}"}
