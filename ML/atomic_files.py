@@ -18,3 +18,8 @@ def fsync_dir(directory: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def is_out_of_space(error: OSError) -> bool:
+    """True for a write refused because the disk (or the user's quota) is full."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)

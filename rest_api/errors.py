@@ -35,6 +35,8 @@ STATUS_BY_ERROR: dict[type[errors.FastMLError], int] = {
     errors.ModelUnusable: 409,
     errors.JobNotFound: 404,
     errors.JobConflict: 409,
+    errors.StorageFull: 507,
+    errors.StoreUnavailable: 503,
 }
 
 CODE_BY_STATUS = {

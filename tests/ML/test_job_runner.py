@@ -252,6 +252,7 @@ def test_run_training_job_runs_in_the_calling_process_too(
     settings: Settings, jobs: JobStore
 ) -> None:
     job = queue_job(settings, jobs, "celery-worker")
+    model_store(settings)  # created when a worker starts; a job never creates a store
 
     result = run_training_job(job.id, settings)
 
