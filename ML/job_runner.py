@@ -390,6 +390,8 @@ class EmbeddedJobRunner:
                 self.jobs.heartbeat(self.owner)
                 if not self._is_closing:
                     self._recover_orphans()
+            except (StorageFull, StoreUnavailable) as exc:
+                logger.warning("job runner heartbeat: %s", exc.message)
             except Exception:
                 logger.exception("job runner heartbeat failed; trying again in a moment")
 

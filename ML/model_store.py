@@ -136,7 +136,7 @@ class ModelStore:
         if create:
             (root_dir / STORE_STATE_DIR).mkdir(parents=True, exist_ok=True)
         else:
-            self._require_available()
+            self.require_available()
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class ModelStore:
         committed: publishing later is renames only, which need no free space.
         """
         check_name(name)
-        self._require_available()
+        self.require_available()
         user_metadata = _json_round_trip(metadata)
         with self._reporting_full_disk():
             version = self._reserve_version(name)
@@ -228,7 +228,7 @@ class ModelStore:
 
     def staged_versions(self) -> list[StagedVersion]:
         """Versions staged but neither published nor discarded: a process stopped in between."""
-        self._require_available()
+        self.require_available()
         staged = []
         for model in self._model_names():
             for version in self._allocated_versions(model):
@@ -250,7 +250,7 @@ class ModelStore:
     def set_current(self, name: str, version: int) -> VersionInfo:
         """Make `version` the one that predictions use (promote or roll back)."""
         check_name(name)
-        self._require_available()
+        self.require_available()
         with self._model_lock(name):
             info = self.get_version(name, version)
             if not info.is_usable:
@@ -265,7 +265,7 @@ class ModelStore:
     def delete_model(self, name: str) -> None:
         """Remove a model with all its versions."""
         check_name(name)
-        self._require_available()
+        self.require_available()
         with self._model_lock(name):
             if not self._model_dir(name).is_dir():
                 raise ModelNotFound(_model_not_found(name))
@@ -274,7 +274,7 @@ class ModelStore:
     def delete_version(self, name: str, version: int) -> None:
         """Remove one version; deleting the only version deletes the model."""
         check_name(name)
-        self._require_available()
+        self.require_available()
         with self._model_lock(name):
             info = self.get_model(name)
             existing = [v.version for v in info.versions]
@@ -301,7 +301,7 @@ class ModelStore:
     # -- reading -----------------------------------------------------------------------------
 
     def list_models(self) -> list[ModelInfo]:
-        self._require_available()
+        self.require_available()
         models = []
         for name in self._model_names():
             with contextlib.suppress(ModelNotFound):
@@ -310,7 +310,7 @@ class ModelStore:
 
     def get_model(self, name: str) -> ModelInfo:
         check_name(name)
-        self._require_available()
+        self.require_available()
         versions = self._published_versions(name)
         if not versions:
             raise ModelNotFound(_model_not_found(name))
@@ -326,7 +326,7 @@ class ModelStore:
 
     def get_version(self, name: str, version: int) -> VersionInfo:
         check_name(name)
-        self._require_available()
+        self.require_available()
         if not self._is_published(name, version):
             versions = self._published_versions(name)
             if not versions:
@@ -343,7 +343,7 @@ class ModelStore:
         current = self._read_current(name)
         if current is not None and self._is_published(name, current):
             return current
-        self._require_available()
+        self.require_available()
         if not self._published_versions(name):
             raise ModelNotFound(_model_not_found(name))
         return None
@@ -351,7 +351,7 @@ class ModelStore:
     def load_version(self, name: str, version: int) -> LoadedModel:
         """Unpickle a version, only after its signature, hash and scikit-learn version check out."""
         check_name(name)
-        self._require_available()
+        self.require_available()
         document = self._read_document(name, version)
         data: bytes | None = None
         problem = document.problem
@@ -382,7 +382,7 @@ class ModelStore:
 
     # -- layout ------------------------------------------------------------------------------
 
-    def _require_available(self) -> None:
+    def require_available(self) -> None:
         if not self.is_available():
             raise StoreUnavailable(_unavailable_message(self.root_dir))
 
@@ -504,7 +504,7 @@ class ModelStore:
         try:
             lock_file = open(self._lock_path(name), "a")  # noqa: SIM115 (closed by the with below)
         except FileNotFoundError:
-            self._require_available()
+            self.require_available()
             raise
         with lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from dataclasses import dataclass
@@ -12,12 +13,13 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from ML.config import Settings
+from ML.errors import StorageFull, StoreUnavailable
 from ML.job_runner import EmbeddedJobRunner
 from ML.jobs import JobStore
 from ML.model_cache import ModelCache
-from ML.model_store import ModelStore, check_name
+from ML.model_store import ModelStore, check_name, open_model_store
 from ML.prediction import ServedModel
-from ML.secret_key import load_or_create_secret
+from rest_api.uploads import remove_stray_uploads
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +36,12 @@ class Services:
     def open(cls, settings: Settings) -> Services:
         settings.model_dir.mkdir(parents=True, exist_ok=True)
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
-        store = ModelStore(
-            settings.model_dir, load_or_create_secret(secret, settings.resolved_state_dir)
-        )
+        store = open_model_store(settings, create=True)
         jobs = JobStore(settings.jobs_db_path)
         runner = EmbeddedJobRunner(settings, jobs)
         runner.start()
+        with contextlib.suppress(StorageFull, StoreUnavailable):  # runner.start logged it
+            remove_stray_uploads(settings.uploads_dir, jobs)
         return cls(settings, store, jobs, runner, ModelCache(store, settings.batch_settings))
 
     async def served_model(self, name: str) -> ServedModel:

@@ -73,6 +73,7 @@ async def submit_training(
     promote: bool,
 ) -> JobView:
     """Save the upload, record the job, hand it to the runner; shared with the fast-ml route."""
+    services.store.require_available()  # a clear 503 before a job that could never save
     upload_path = await save_upload(csv_file, services.settings.uploads_dir)
     try:
         await run_in_threadpool(
@@ -90,9 +91,13 @@ async def submit_training(
         "target_variable": target_variable,
         "filename": csv_file.filename,
     }
-    job = await run_in_threadpool(
-        services.jobs.create, name, job_options, str(upload_path), services.runner.owner
-    )
+    try:
+        job = await run_in_threadpool(
+            services.jobs.create, name, job_options, str(upload_path), services.runner.owner
+        )
+    except FastMLError:  # a full disk or a missing job database: keep no upload
+        upload_path.unlink(missing_ok=True)
+        raise
     services.runner.submit(job.id)
     TRAINING_JOBS.inc()
     return job_view(job)
