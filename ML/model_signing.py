@@ -147,3 +147,22 @@ def sklearn_problem(fields: dict[str, Any]) -> str | None:
 def sha256_of_file(path: Path) -> str:
     with open(path, "rb") as artifact:
         return hashlib.file_digest(artifact, "sha256").hexdigest()
+
+
+def json_round_trip(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata as it will read back from JSON, so the signed form is the stored form."""
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
+    try:
+        text = json.dumps(metadata, default=_numpy_to_python)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata must be JSON-serializable: {exc}") from exc
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def _numpy_to_python(value: Any) -> Any:
+    # numpy scalars and arrays (metrics, confusion matrices) all offer tolist().
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

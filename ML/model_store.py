@@ -11,16 +11,15 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 
-from ML.atomic_files import fsync_dir, is_out_of_space
+from ML.atomic_files import atomic_write, fsync_dir, is_out_of_space
 from ML.errors import (
     InvalidName,
     ModelConflict,
@@ -34,7 +33,7 @@ from ML.errors import (
 from ML.model_signing import ARTIFACT_MISMATCH as ARTIFACT_MISMATCH
 from ML.model_signing import ARTIFACT_MISSING as ARTIFACT_MISSING
 from ML.model_signing import SIGNATURE_MISMATCH as SIGNATURE_MISMATCH
-from ML.model_signing import ArtifactSigner, Document
+from ML.model_signing import ArtifactSigner, Document, json_round_trip
 from ML.secret_key import SECRET_FILE_NAME, load_or_create_secret
 
 if TYPE_CHECKING:
@@ -158,7 +157,7 @@ class ModelStore:
         """
         check_name(name)
         self.require_available()
-        user_metadata = _json_round_trip(metadata)
+        user_metadata = json_round_trip(metadata)
         with self._reporting_full_disk():
             version = self._reserve_version(name)
             # The lock file must exist before commit_staged, which must not need space.
@@ -169,12 +168,12 @@ class ModelStore:
         try:
             with self._reporting_full_disk():
                 artifact_path = version_dir / ARTIFACT_FILE
-                _atomic_write(artifact_path, lambda out: joblib.dump(pipeline, out, compress=0))
+                atomic_write(artifact_path, lambda out: joblib.dump(pipeline, out, compress=0))
                 text = self._signer.signed_document(name, version, artifact_path, user_metadata)
                 if promote:
                     current_path = self._staged_current_path(name, version)
-                    _atomic_write(current_path, lambda out: out.write(b"%d\n" % version))
-                _atomic_write(version_dir / STAGED_FILE, lambda out: out.write(text.encode()))
+                    atomic_write(current_path, lambda out: out.write(b"%d\n" % version))
+                atomic_write(version_dir / STAGED_FILE, lambda out: out.write(text.encode()))
             is_staged = True
         finally:
             if not is_staged:
@@ -451,9 +450,7 @@ class ModelStore:
         return int(text) if _is_version_text(text) else None
 
     def _write_current(self, name: str, version: int) -> None:
-        _atomic_write(
-            self._model_dir(name) / CURRENT_FILE, lambda out: out.write(b"%d\n" % version)
-        )
+        atomic_write(self._model_dir(name) / CURRENT_FILE, lambda out: out.write(b"%d\n" % version))
 
     # -- version numbers and deletion ----------------------------------------------------------
 
@@ -491,7 +488,7 @@ class ModelStore:
         # Remember the highest number so a model re-created under this name never reuses one:
         # workers cache loaded models by (name, version).
         high_water = max([*self._allocated_versions(name), self._retired_high_water(name)])
-        _atomic_write(self._high_water_path(name), lambda out: out.write(b"%d\n" % high_water))
+        atomic_write(self._high_water_path(name), lambda out: out.write(b"%d\n" % high_water))
         # Renaming first makes the model vanish at once; rmtree may then take its time.
         doomed = self.root_dir / f".deleted-{name}-{uuid.uuid4().hex}"
         os.rename(self._model_dir(name), doomed)
@@ -574,38 +571,3 @@ def _version_not_found(name: str, version: object, existing: list[int]) -> str:
 def _is_version_text(text: str) -> bool:
     # Canonical decimal only ("7", not "07" or "+7"), so each number has exactly one directory.
     return text.isascii() and text.isdigit() and not text.startswith("0")
-
-
-def _json_round_trip(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The metadata as it will read back from JSON, so the signed form is the stored form."""
-    if not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
-    try:
-        text = json.dumps(metadata, default=_numpy_to_python)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"metadata must be JSON-serializable: {exc}") from exc
-    result: dict[str, Any] = json.loads(text)
-    return result
-
-
-def _numpy_to_python(value: Any) -> Any:
-    # numpy scalars and arrays (metrics, confusion matrices) all offer tolist().
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write through a temp file in the same directory, fsync, then rename over `path`."""
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    fsync_dir(path.parent)
