@@ -223,13 +223,12 @@ class Settings(BaseSettings):
             max_classes=self.max_classes,
         )
 
-    def open_model_store(self) -> ModelStore:
-        """The model store, keyed by FASTML_SECRET_KEY or the generated key."""
-        from ML.model_store import ModelStore
-        from ML.secret_key import load_or_create_secret
+    def open_model_store(self, *, create: bool = True) -> ModelStore:
+        """The model store, keyed by FASTML_SECRET_KEY or the generated key. create=False
+        (job processes) reports a store that went missing instead of making a fresh one."""
+        from ML.model_store import open_model_store
 
-        secret = self.secret_key.get_secret_value() if self.secret_key else None
-        return ModelStore(self.model_dir, load_or_create_secret(secret, self.resolved_state_dir))
+        return open_model_store(self, create=create)
 
 
 def environment_variable(name: str) -> str:

@@ -56,3 +56,11 @@ class JobNotFound(FastMLError):
 
 class JobConflict(FastMLError):
     """The job is in a state that does not allow the action (e.g. cancel a running job)."""
+
+
+class StorageFull(FastMLError):
+    """No space left on the disk holding an upload, the job database or the model store."""
+
+
+class StoreUnavailable(FastMLError):
+    """The model store, job database or upload folder is missing or unreadable right now."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import logging.handlers
 import multiprocessing
@@ -12,15 +13,16 @@ import queue
 import secrets
 import signal
 import socket
+import sys
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ML.config import Settings
-from ML.errors import FastMLError, InvalidDataset
+from ML.errors import FastMLError, InvalidDataset, StorageFull, StoreUnavailable
 from ML.jobs import JobRecord, JobStatus, JobStore
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ THREAD_LIMIT_ENV = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 HEARTBEAT_SECONDS = 2.0
 # Five missed heartbeats before another server process takes over this one's jobs.
 STALE_AFTER_SECONDS = 10.0
@@ -55,9 +58,10 @@ def run_training_job(
     liveness (its heartbeat); None keeps the owner recorded with the job.
     """
     settings = settings or Settings()
-    jobs = JobStore(settings.jobs_db_path)
+    jobs = JobStore(settings.jobs_db_path, create=False)
     job = jobs.get(job_id)
-    if not jobs.claim(job_id, owner or job.owner or process_owner()):
+    claimed_by = owner or job.owner or process_owner()
+    if not jobs.claim(job_id, claimed_by):
         _skip_unclaimed(jobs, job_id)
         return None
     logger.info("job %s started: training model %r", job_id, job.model_name)
@@ -65,7 +69,7 @@ def run_training_job(
     result: dict[str, Any] | None = None
     error: str | None = None
     try:
-        result = _train(job, settings)
+        result = _train(job, settings, jobs, claimed_by)
     except FastMLError as exc:
         # The message is in the job record; it may quote a CSV cell, so the log does not.
         logger.info("job %s failed: %s", job_id, type(exc).__name__)
@@ -76,10 +80,10 @@ def run_training_job(
     # Deleted before the record turns terminal, so whoever sees the outcome sees no upload.
     _delete_upload(job.upload_path)
 
-    if error is not None or result is None:
-        jobs.fail(job_id, error or "internal error: training returned no result")
+    if error is not None:
+        jobs.fail(job_id, error)
         return None
-    if jobs.succeed(job_id, result):
+    if result is not None:
         logger.info(
             "job %s succeeded: model %r version %s", job_id, job.model_name, result["version"]
         )
@@ -91,12 +95,14 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def _train(job: JobRecord, settings: Settings) -> dict[str, Any]:
+def _train(job: JobRecord, settings: Settings, jobs: JobStore, owner: str) -> dict[str, Any] | None:
+    """Train and commit; None when the job stopped being `owner`'s meanwhile (nothing stored)."""
     # Imported here rather than at the top: a fresh pool process must set THREAD_LIMIT_ENV
     # before numpy and scikit-learn load, and the server process never needs them early.
     from threadpoolctl import threadpool_limits
 
     from ML.datasets import read_labelled_csv
+    from ML.job_commit import commit_job_version
     from ML.training import TrainingOptions, train_model
 
     options = job.options
@@ -108,10 +114,18 @@ def _train(job: JobRecord, settings: Settings) -> dict[str, Any]:
     with threadpool_limits(limits=1):
         dataset = read_labelled_csv(upload_path, options.target_variable, settings.dataset_limits())
         trained = train_model(dataset, TrainingOptions.for_job(options))
-    version = settings.open_model_store().save_version(
-        job.model_name, trained.pipeline, trained.metadata, promote=options.promote
+    _delete_upload(job.upload_path)  # before the commit turns the record terminal
+    return commit_job_version(
+        settings.open_model_store(create=False),
+        jobs,
+        job.id,
+        owner,
+        trained.pipeline,
+        trained.metadata,
+        model_name=job.model_name,
+        promote=options.promote,
+        result={"metrics": trained.metadata["metrics"], "promoted": options.promote},
     )
-    return {"version": version, "metrics": trained.metadata["metrics"], "promoted": options.promote}
 
 
 def _skip_unclaimed(jobs: JobStore, job_id: str) -> None:
@@ -131,8 +145,11 @@ def _delete_upload(upload_path: str | None) -> None:
         logger.warning("could not delete the upload %s: %s", upload_path, exc)
 
 
-def _init_pool_process(log_queue: multiprocessing.queues.Queue[Any], log_level: int) -> None:
+def _init_pool_process(
+    log_queue: multiprocessing.queues.Queue[Any], log_level: int, server_pid: int
+) -> None:
     """Prepare a fresh (spawned) pool process before it runs any job."""
+    _die_with_server(server_pid)
     for name in THREAD_LIMIT_ENV:
         os.environ[name] = "1"
     # Ctrl-C reaches the whole process group; the server decides when jobs stop.
@@ -142,6 +159,19 @@ def _init_pool_process(log_queue: multiprocessing.queues.Queue[Any], log_level: 
     root.handlers[:] = [logging.handlers.QueueHandler(log_queue)]
     root.setLevel(log_level)
     logging.captureWarnings(True)  # scikit-learn's warnings reach the server log too
+
+
+def _die_with_server(server_pid: int) -> None:
+    """Never outlive the server process: an orphan would train on, holding hundreds of MB,
+    and could commit a version for a job its server no longer answers for."""
+    if sys.platform == "linux":
+        # The kernel sends SIGKILL when our parent dies, even by SIGKILL, which no
+        # handler, atexit or pipe-watching thread in the parent could ever report.
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != server_pid:
+        os._exit(1)  # the server died before the line above took effect: nobody to work for
 
 
 class EmbeddedJobRunner:
@@ -166,12 +196,18 @@ class EmbeddedJobRunner:
         self._stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         self._log_relay: _LogRelay | None = None
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastml-job-spawner")
 
     def start(self) -> None:
-        self.jobs.heartbeat(self.owner)
         with self._lock:
             self._pool = self._new_pool()
-        self._recover_orphans()
+        try:
+            self.jobs.heartbeat(self.owner)
+            self._recover_orphans()
+            self._recover_staged_versions(create_store=True)
+        except (StorageFull, StoreUnavailable) as exc:
+            # Predictions need neither: serve them, and let the heartbeat retry.
+            logger.warning("job runner starts without its job store: %s", exc.message)
         self._heartbeat_thread = threading.Thread(
             target=self._heartbeat_loop, name="fastml-job-heartbeat", daemon=True
         )
@@ -187,11 +223,11 @@ class EmbeddedJobRunner:
             self._attempts[job_id] = self._attempts.get(job_id, 0) + 1
             pool = self._pool or self._new_pool()
             try:
-                future = pool.submit(run_training_job, job_id, self.settings, self.owner)
+                future = self._submit_to(pool, job_id)
             except BrokenProcessPool:
                 # Broke a moment ago; its futures' callbacks have not replaced it yet.
                 pool = self._new_pool()
-                future = pool.submit(run_training_job, job_id, self.settings, self.owner)
+                future = self._submit_to(pool, job_id)
             self._pool = pool
         # Outside the lock: an already finished future runs the callback right here.
         future.add_done_callback(partial(self._on_done, job_id, pool))
@@ -222,6 +258,7 @@ class EmbeddedJobRunner:
         if pool is not None:
             # The heartbeat goes on meanwhile, so no peer fails the jobs still running.
             pool.shutdown(wait=True, cancel_futures=True)
+        self._spawner.shutdown(wait=True)
         self._stop.set()
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join(timeout=HEARTBEAT_SECONDS * 5)
@@ -238,6 +275,15 @@ class EmbeddedJobRunner:
             relay.stop(wait=True)
         logger.info("job runner %s stopped", self.owner)
 
+    def _submit_to(self, pool: ProcessPoolExecutor, job_id: str) -> Future[Any]:
+        """Submit from the one long-lived spawner thread, which is where the pool starts
+        its processes: PR_SET_PDEATHSIG fires when the *thread* that started a process
+        ends, and callers include short-lived threads (a broken pool's manager)."""
+        spawning = self._spawner.submit(
+            pool.submit, run_training_job, job_id, self.settings, self.owner
+        )
+        return spawning.result()
+
     @property
     def _max_workers(self) -> int:
         return self.settings.training_processes
@@ -253,7 +299,11 @@ class EmbeddedJobRunner:
             max_workers=self._max_workers,
             mp_context=self._context,
             initializer=_init_pool_process,
-            initargs=(relay.queue, child_level),
+            initargs=(relay.queue, child_level, os.getpid()),
+            # A fresh process per job: one that trained on a big CSV gives its memory back
+            # at once (README: "Training processes"). 1 also avoids CPython gh-115634, a
+            # hang that needs max_tasks_per_child > 1.
+            max_tasks_per_child=1,
         )
 
     def _on_done(self, job_id: str, pool: ProcessPoolExecutor, future: Future[Any]) -> None:
@@ -305,6 +355,20 @@ class EmbeddedJobRunner:
             _delete_upload(job.upload_path)
             logger.warning("job %s failed: %s", job_id, error)
 
+    def _recover_staged_versions(self, *, create_store: bool = False) -> None:
+        """Publish or discard versions left staged by job processes that died committing.
+
+        create_store: at start, a missing store is a first start and is created; later,
+        a missing store went away and must not be replaced by an empty one.
+        """
+        from ML.job_commit import recover_staged_versions
+
+        try:
+            store = self.settings.open_model_store(create=create_store)
+            recover_staged_versions(store, self.jobs)
+        except Exception:
+            logger.exception("could not recover staged model versions; next start tries again")
+
     def _forget_attempts(self, job_id: str) -> None:
         with self._lock:
             self._attempts.pop(job_id, None)
@@ -315,6 +379,8 @@ class EmbeddedJobRunner:
                 self.jobs.heartbeat(self.owner)
                 if not self._is_closing:
                     self._recover_orphans()
+            except (StorageFull, StoreUnavailable) as exc:
+                logger.warning("job runner heartbeat: %s", exc.message)
             except Exception:
                 logger.exception("job runner heartbeat failed; trying again in a moment")
 
@@ -322,6 +388,8 @@ class EmbeddedJobRunner:
         failed, requeued = self.jobs.recover_orphans(STALE_AFTER_SECONDS, self.owner)
         for job_id in failed:
             _delete_upload(self.jobs.get(job_id).upload_path)
+        if failed:
+            self._recover_staged_versions()
         for job_id in requeued:
             try:
                 self.submit(job_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sqlite3
 import time
 import uuid
@@ -15,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ML.errors import JobConflict, JobNotFound
+from ML.errors import JobConflict, JobNotFound, StorageFull, StoreUnavailable
 from ML.private_files import make_private_database
 from ML.sqlite_db import write_transaction
 
@@ -23,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 # Long enough to ride out another process's write transaction (they are all tiny).
 BUSY_TIMEOUT_SECONDS = 10.0
+
+# Below this much free space the disk counts as full (SQLite needs a few pages and its WAL).
+FULL_DISK_BYTES = 1024 * 1024
 
 ORPHAN_ERROR = "the server process running this job stopped; train again"
 
@@ -81,6 +85,13 @@ _HEARTBEAT = (
 _SUCCEED = (
     "UPDATE jobs SET status = 'succeeded', finished_at = ?, result = ? "
     "WHERE id = ? AND status = 'running'"
+)
+_SUCCEED_IF_OWNER = (
+    "UPDATE jobs SET status = 'succeeded', finished_at = ?, result = ? "
+    "WHERE id = ? AND status = 'running' AND owner = ?"
+)
+_SELECT_UPLOADS_IN_USE = (
+    "SELECT upload_path FROM jobs WHERE status IN ('queued', 'running') AND upload_path IS NOT NULL"
 )
 _FAIL = (
     "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? "
@@ -178,12 +189,13 @@ class JobStore:
     and picklable into job processes; opening a SQLite file costs microseconds.
     """
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = make_private_database(Path(db_path))
-        with self._connect() as conn:
-            # WAL lets readers (GET /jobs) run while a job process writes.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+    def __init__(self, db_path: Path, *, create: bool = True) -> None:
+        """`create=False` (job processes) never makes a database: one that went missing at
+        run time is reported, not replaced by an empty one. The file is opened on first
+        use, so a server starts (and serves predictions) on a full or read-only disk."""
+        self.db_path = Path(db_path)
+        self._may_create = create
+        self._is_open = False
 
     def create(
         self, model_name: str, options: TrainingJobOptions, upload_path: str, owner: str
@@ -236,6 +248,22 @@ class JobStore:
     def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
         """Record the result of a running job; False (and no change) if it is not running."""
         return self._finish(job_id, _SUCCEED, _to_json(result), JobStatus.SUCCEEDED)
+
+    def succeed_if_owner(self, job_id: str, owner: str, result: dict[str, Any]) -> bool:
+        """Compare-and-set: record success only while the job is running for `owner`.
+
+        The commit guard of every executor (see ML/job_commit.py): a job failed meanwhile,
+        or taken over by another owner, refuses, and its trained version is discarded.
+        """
+        with self._connect() as conn:
+            cursor = conn.execute(_SUCCEED_IF_OWNER, (_now_iso(), _to_json(result), job_id, owner))
+        return cursor.rowcount == 1
+
+    def upload_paths_in_use(self) -> set[str]:
+        """Uploads of queued and running jobs: every other file in the uploads folder is stray."""
+        with self._connect() as conn:
+            rows = conn.execute(_SELECT_UPLOADS_IN_USE).fetchall()
+        return {path for (path,) in rows}
 
     def fail(self, job_id: str, error: str) -> bool:
         """Fail a queued or running job; False (and no change) if it has already finished."""
@@ -318,12 +346,55 @@ class JobStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        # Autocommit: each statement is its own transaction unless _transaction opens one.
-        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        if not self._is_open:
+            self._open()
+        try:
+            # Autocommit: each statement is its own transaction unless _transaction opens one.
+            # mode=rw: a database file that went away is an error, never a fresh empty one.
+            conn = sqlite3.connect(
+                f"{self.db_path.resolve().as_uri()}?mode=rw",
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                uri=True,
+            )
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from exc
         try:
             yield conn
+        except sqlite3.OperationalError as exc:
+            raise self._unusable(exc) from exc
         finally:
             conn.close()
+
+    def _open(self) -> None:
+        try:
+            if self._may_create:
+                make_private_database(self.db_path)  # 0600 in a 0700 folder, WAL files too
+            mode = "rwc" if self._may_create else "rw"
+            uri = f"{self.db_path.resolve().as_uri()}?mode={mode}"
+            conn = sqlite3.connect(
+                uri, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, uri=True
+            )
+            try:
+                # WAL lets readers (GET /jobs) run while a job process writes.
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as exc:
+            raise self._unusable(exc) from exc
+        self._is_open = True
+
+    def _unusable(self, error: Exception) -> StorageFull | StoreUnavailable:
+        """The domain error for a database that cannot be used: a full disk, or a missing file."""
+        if "full" in str(error) or _free_bytes(self.db_path.parent) < FULL_DISK_BYTES:
+            return StorageFull(
+                f"no space left for the job database at {self.db_path}; free space on that disk"
+            )
+        return StoreUnavailable(
+            f"the job database at {self.db_path} cannot be used ({error}); check that its "
+            "folder exists and is writable"
+        )
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -361,6 +432,13 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         result=None if result is None else json.loads(result),
         error=error,
     )
+
+
+def _free_bytes(directory: Path) -> int:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return FULL_DISK_BYTES  # a missing folder is not a full disk
 
 
 def _canonical_id(job_id: str) -> str | None:

@@ -6,7 +6,7 @@ import logging
 import threading
 
 from ML.batching import BatchSettings
-from ML.errors import ModelNotFound
+from ML.errors import ModelNotFound, StoreUnavailable
 from ML.model_store import ModelStore
 from ML.prediction import ServedModel
 
@@ -15,6 +15,9 @@ logger = logging.getLogger(__name__)
 
 class ModelCache:
     """Holds the current version of every model this worker has served.
+
+    A store that becomes unreadable (folder moved away, volume unmounted) does not empty
+    the cache: loaded models keep serving, models not loaded yet answer StoreUnavailable.
 
     `cached` is the hot path (a dict read, no I/O). `load` and `refresh` read files and
     unpickle, so callers run them off the event loop.
@@ -46,7 +49,12 @@ class ModelCache:
             try:
                 current = self._store.current_version(name)
             except ModelNotFound:
+                if not self._store.is_available():
+                    continue  # the whole store went away just now, not this model
                 current = None
+            except StoreUnavailable:
+                # Moved away or unmounted: keep serving what is loaded until it is back.
+                continue
             if current == model.version:
                 continue
             changed.append(name)

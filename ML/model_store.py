@@ -4,60 +4,69 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import hmac
 import io
 import json
 import logging
 import os
 import re
 import shutil
-import tempfile
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
-import sklearn
 
-from ML.atomic_files import fsync_dir
-from ML.errors import InvalidName, ModelConflict, ModelNotFound, ModelUnusable
+from ML.atomic_files import atomic_write, fsync_dir, is_out_of_space
+from ML.errors import (
+    InvalidName,
+    ModelConflict,
+    ModelNotFound,
+    ModelUnusable,
+    StorageFull,
+    StoreUnavailable,
+)
+
+# The reasons a version is unusable are re-exported: callers read them from the store.
+from ML.model_signing import ARTIFACT_MISMATCH as ARTIFACT_MISMATCH
+from ML.model_signing import ARTIFACT_MISSING as ARTIFACT_MISSING
+from ML.model_signing import SIGNATURE_MISMATCH as SIGNATURE_MISMATCH
+from ML.model_signing import ArtifactSigner, Document, json_round_trip
+from ML.secret_key import SECRET_FILE_NAME, load_or_create_secret
+
+if TYPE_CHECKING:
+    from ML.config import Settings
 
 logger = logging.getLogger(__name__)
 
 NAME_PATTERN: re.Pattern[str] = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
-METADATA_FORMAT = 1
 ARTIFACT_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 CURRENT_FILE = "current"
+# The signed metadata of a version written but not committed yet; renamed to METADATA_FILE.
+STAGED_FILE = "metadata.staged.json"
 VERSIONS_DIR = "versions"
 # Hidden, so list_models skips it: per-model lock files and the highest version of deleted models.
 STORE_STATE_DIR = ".store"
 MAX_RESERVE_ATTEMPTS = 100
-MAX_CACHED_DIGESTS = 4096
 
-SIGNATURE_MISMATCH = (
-    "signature does not match: the artifact was changed or signed with another FASTML_SECRET_KEY"
-)
-ARTIFACT_MISMATCH = (
-    "artifact does not match its signed SHA-256: the file was changed or truncated; "
-    "delete this version and train again"
-)
-ARTIFACT_MISSING = "artifact is missing; delete this version and train again"
-_SIGNED_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "format": int,
-    "name": str,
-    "version": int,
-    "created_at": str,
-    "sklearn_version": str,
-    "artifact_sha256": str,
-    "artifact_bytes": int,
-    "metadata": dict,
-}
+
+def open_model_store(settings: Settings, *, create: bool) -> ModelStore:
+    """The store at `settings.model_dir`, signed with the server's key.
+
+    create=True only when a server starts; at run time (a job process) a store, or the
+    key file beside it, that went missing is reported and never replaced by a fresh one.
+    """
+    configured = settings.secret_key.get_secret_value() if settings.secret_key else None
+    if not create:
+        key_path = settings.resolved_state_dir / SECRET_FILE_NAME
+        if not _store_exists(settings.model_dir) or not (configured or key_path.is_file()):
+            raise StoreUnavailable(_unavailable_message(settings.model_dir))
+    key = load_or_create_secret(configured, settings.resolved_state_dir)
+    return ModelStore(settings.model_dir, key, create=create)
 
 
 def check_name(name: str) -> str:
@@ -99,11 +108,13 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
-class _Document:
-    """A parsed metadata.json and why the version may not be loaded (None when it may)."""
+class StagedVersion:
+    """A version whose files are written but not yet published (see ModelStore.stage_version)."""
 
-    fields: dict[str, Any]
-    problem: str | None
+    name: str
+    version: int
+    promote: bool
+    metadata: dict[str, Any]
 
 
 class ModelStore:
@@ -114,13 +125,17 @@ class ModelStore:
     versions exist or which one is current take a per-model file lock.
     """
 
-    def __init__(self, root_dir: Path, secret_key: bytes) -> None:
+    def __init__(self, root_dir: Path, secret_key: bytes, *, create: bool = True) -> None:
+        """Open the store at `root_dir`; `create=False` (job processes) never makes one:
+        a folder that went away at run time must not come back empty over the real one."""
         if not secret_key:
             raise ValueError("secret_key is empty; pass the key from load_or_create_secret")
         self.root_dir = root_dir
-        self._secret_key = secret_key
-        self._digests: dict[tuple[str, int, int, int, int], str] = {}
-        (root_dir / STORE_STATE_DIR).mkdir(parents=True, exist_ok=True)
+        self._signer = ArtifactSigner(secret_key)
+        if create:
+            (root_dir / STORE_STATE_DIR).mkdir(parents=True, exist_ok=True)
+        else:
+            self.require_available()
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -128,35 +143,113 @@ class ModelStore:
         self, name: str, pipeline: Any, metadata: dict[str, Any], *, promote: bool = True
     ) -> int:
         """Store a fitted pipeline as the next version of `name`; returns the version number."""
+        staged = self.stage_version(name, pipeline, metadata, promote=promote)
+        self.commit_staged(staged, lambda: True)
+        return staged.version
+
+    def stage_version(
+        self, name: str, pipeline: Any, metadata: dict[str, Any], *, promote: bool = True
+    ) -> StagedVersion:
+        """Write every file of a new version without publishing it (see commit_staged).
+
+        All the bytes are written here, so a full disk fails now, before anything is
+        committed: publishing later is renames only, which need no free space.
+        """
         check_name(name)
-        user_metadata = _json_round_trip(metadata)
-        version = self._reserve_version(name)
+        self.require_available()
+        user_metadata = json_round_trip(metadata)
+        with self._reporting_full_disk():
+            version = self._reserve_version(name)
+            # The lock file must exist before commit_staged, which must not need space.
+            self._lock_path(name).touch()
         version_dir = self._version_dir(name, version)
-        is_published = False
+        staged = StagedVersion(name, version, promote, user_metadata)
+        is_staged = False
         try:
-            artifact_path = version_dir / ARTIFACT_FILE
-            _atomic_write(artifact_path, lambda out: joblib.dump(pipeline, out, compress=0))
-            text = self._signed_document(name, version, artifact_path, user_metadata)
-            with self._model_lock(name):
-                if not version_dir.is_dir():
-                    raise ModelConflict(
-                        f"model '{name}' was deleted while version {version} was being saved; "
-                        "train it again"
-                    )
-                # The metadata file is written last: its presence is what publishes the version.
-                _atomic_write(version_dir / METADATA_FILE, lambda out: out.write(text.encode()))
-                is_published = True
+            with self._reporting_full_disk():
+                artifact_path = version_dir / ARTIFACT_FILE
+                atomic_write(artifact_path, lambda out: joblib.dump(pipeline, out, compress=0))
+                text = self._signer.signed_document(name, version, artifact_path, user_metadata)
                 if promote:
-                    self._write_current(name, version)
+                    current_path = self._staged_current_path(name, version)
+                    atomic_write(current_path, lambda out: out.write(b"%d\n" % version))
+                atomic_write(version_dir / STAGED_FILE, lambda out: out.write(text.encode()))
+            is_staged = True
         finally:
-            if not is_published:
-                shutil.rmtree(version_dir, ignore_errors=True)
-        logger.info("saved model '%s' version %d (promoted: %s)", name, version, promote)
-        return version
+            if not is_staged:
+                self._remove_staged_files(staged)
+        return staged
+
+    def commit_staged(
+        self, staged: StagedVersion, is_committed: Callable[[], bool], *, is_recovery: bool = False
+    ) -> bool:
+        """Publish a staged version if `is_committed()` says so, else discard it; True if published.
+
+        `is_committed` runs under the model's lock, between the last check that the model
+        still exists and the renames that publish, so whatever it records (a job marked
+        succeeded) and the store cannot disagree except by a crash between the two, which
+        recovery rolls forward. On recovery a staged promotion never moves `current` back.
+        """
+        version_dir = self._version_dir(staged.name, staged.version)
+        with self._model_lock(staged.name):
+            if not version_dir.is_dir() and not is_recovery:
+                raise ModelConflict(
+                    f"model '{staged.name}' was deleted while version {staged.version} was "
+                    "being saved; train it again"
+                )
+            if not (version_dir / STAGED_FILE).is_file():
+                return False  # published or discarded meanwhile by a recovering process
+            if not is_committed():
+                self._remove_staged_files(staged)
+                return False
+            # The metadata file appears last: its presence is what publishes the version.
+            os.replace(version_dir / STAGED_FILE, version_dir / METADATA_FILE)
+            fsync_dir(version_dir)
+            staged_current = self._staged_current_path(staged.name, staged.version)
+            if staged.promote and staged_current.exists():
+                current = self._read_current(staged.name)
+                if is_recovery and current is not None and current > staged.version:
+                    staged_current.unlink()
+                else:
+                    os.replace(staged_current, self._model_dir(staged.name) / CURRENT_FILE)
+                fsync_dir(self._model_dir(staged.name))
+        logger.info(
+            "saved model '%s' version %d (promoted: %s)",
+            staged.name,
+            staged.version,
+            staged.promote,
+        )
+        return True
+
+    def discard_staged(self, staged: StagedVersion) -> None:
+        with self._model_lock(staged.name):
+            self._remove_staged_files(staged)
+
+    def staged_versions(self) -> list[StagedVersion]:
+        """Versions staged but neither published nor discarded: a process stopped in between."""
+        self.require_available()
+        staged = []
+        for model in self._model_names():
+            for version in self._allocated_versions(model):
+                path = self._version_dir(model, version) / STAGED_FILE
+                try:
+                    fields = json.loads(path.read_bytes())
+                except (FileNotFoundError, ValueError, UnicodeDecodeError):
+                    continue
+                metadata = fields.get("metadata") if isinstance(fields, dict) else None
+                promote = self._staged_current_path(model, version).exists()
+                if isinstance(metadata, dict):
+                    staged.append(StagedVersion(model, version, promote, metadata))
+        return staged
+
+    def is_available(self) -> bool:
+        """False when the store folder is gone or unreadable (moved away, unmounted)."""
+        return _store_exists(self.root_dir)
 
     def set_current(self, name: str, version: int) -> VersionInfo:
         """Make `version` the one that predictions use (promote or roll back)."""
         check_name(name)
+        self.require_available()
         with self._model_lock(name):
             info = self.get_version(name, version)
             if not info.is_usable:
@@ -171,6 +264,7 @@ class ModelStore:
     def delete_model(self, name: str) -> None:
         """Remove a model with all its versions."""
         check_name(name)
+        self.require_available()
         with self._model_lock(name):
             if not self._model_dir(name).is_dir():
                 raise ModelNotFound(_model_not_found(name))
@@ -179,6 +273,7 @@ class ModelStore:
     def delete_version(self, name: str, version: int) -> None:
         """Remove one version; deleting the only version deletes the model."""
         check_name(name)
+        self.require_available()
         with self._model_lock(name):
             info = self.get_model(name)
             existing = [v.version for v in info.versions]
@@ -205,16 +300,16 @@ class ModelStore:
     # -- reading -----------------------------------------------------------------------------
 
     def list_models(self) -> list[ModelInfo]:
+        self.require_available()
         models = []
-        for entry in sorted(self.root_dir.iterdir()):
-            if not NAME_PATTERN.fullmatch(entry.name) or not entry.is_dir():
-                continue
+        for name in self._model_names():
             with contextlib.suppress(ModelNotFound):
-                models.append(self.get_model(entry.name))
+                models.append(self.get_model(name))
         return models
 
     def get_model(self, name: str) -> ModelInfo:
         check_name(name)
+        self.require_available()
         versions = self._published_versions(name)
         if not versions:
             raise ModelNotFound(_model_not_found(name))
@@ -230,6 +325,7 @@ class ModelStore:
 
     def get_version(self, name: str, version: int) -> VersionInfo:
         check_name(name)
+        self.require_available()
         if not self._is_published(name, version):
             versions = self._published_versions(name)
             if not versions:
@@ -246,6 +342,7 @@ class ModelStore:
         current = self._read_current(name)
         if current is not None and self._is_published(name, current):
             return current
+        self.require_available()
         if not self._published_versions(name):
             raise ModelNotFound(_model_not_found(name))
         return None
@@ -253,13 +350,14 @@ class ModelStore:
     def load_version(self, name: str, version: int) -> LoadedModel:
         """Unpickle a version, only after its signature, hash and scikit-learn version check out."""
         check_name(name)
+        self.require_available()
         document = self._read_document(name, version)
         data: bytes | None = None
         problem = document.problem
         if problem is None:
             with contextlib.suppress(FileNotFoundError):
                 data = (self._version_dir(name, version) / ARTIFACT_FILE).read_bytes()
-            problem = self._artifact_problem(document.fields, data)
+            problem = self._signer.artifact_problem(document.fields, data)
         if problem is not None or data is None:
             raise ModelUnusable(f"model '{name}' version {version} is unusable: {problem}")
         # The bytes just verified are the bytes unpickled: no window to swap the file.
@@ -282,6 +380,40 @@ class ModelStore:
         return self.load_version(name, version)
 
     # -- layout ------------------------------------------------------------------------------
+
+    def require_available(self) -> None:
+        if not self.is_available():
+            raise StoreUnavailable(_unavailable_message(self.root_dir))
+
+    @contextlib.contextmanager
+    def _reporting_full_disk(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            if is_out_of_space(exc):
+                raise StorageFull(
+                    f"no space left in the model store at {self.root_dir}; "
+                    "free space there and train again"
+                ) from exc
+            raise
+
+    def _lock_path(self, name: str) -> Path:
+        return self.root_dir / STORE_STATE_DIR / f"{check_name(name)}.lock"
+
+    def _model_names(self) -> list[str]:
+        names = []
+        for entry in sorted(os.listdir(self.root_dir)):
+            if NAME_PATTERN.fullmatch(entry) and (self.root_dir / entry).is_dir():
+                names.append(entry)
+        return names
+
+    def _staged_current_path(self, name: str, version: int) -> Path:
+        return self._model_dir(name) / f".{CURRENT_FILE}.{version}.staged"
+
+    def _remove_staged_files(self, staged: StagedVersion) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._staged_current_path(staged.name, staged.version).unlink()
+        shutil.rmtree(self._version_dir(staged.name, staged.version), ignore_errors=True)
 
     def _model_dir(self, name: str) -> Path:
         return self.root_dir / check_name(name)
@@ -318,9 +450,7 @@ class ModelStore:
         return int(text) if _is_version_text(text) else None
 
     def _write_current(self, name: str, version: int) -> None:
-        _atomic_write(
-            self._model_dir(name) / CURRENT_FILE, lambda out: out.write(b"%d\n" % version)
-        )
+        atomic_write(self._model_dir(name) / CURRENT_FILE, lambda out: out.write(b"%d\n" % version))
 
     # -- version numbers and deletion ----------------------------------------------------------
 
@@ -328,7 +458,10 @@ class ModelStore:
         """Claim the next number with mkdir, which exactly one process wins."""
         versions_dir = self._model_dir(name) / VERSIONS_DIR
         for _ in range(MAX_RESERVE_ATTEMPTS):
-            versions_dir.mkdir(parents=True, exist_ok=True)
+            # Not parents=True: a store folder that went away is not re-created empty.
+            with contextlib.suppress(FileExistsError):
+                self._model_dir(name).mkdir()
+            versions_dir.mkdir(exist_ok=True)
             allocated = self._allocated_versions(name)
             candidate = max([*allocated, self._retired_high_water(name)], default=0) + 1
             try:
@@ -355,7 +488,7 @@ class ModelStore:
         # Remember the highest number so a model re-created under this name never reuses one:
         # workers cache loaded models by (name, version).
         high_water = max([*self._allocated_versions(name), self._retired_high_water(name)])
-        _atomic_write(self._high_water_path(name), lambda out: out.write(b"%d\n" % high_water))
+        atomic_write(self._high_water_path(name), lambda out: out.write(b"%d\n" % high_water))
         # Renaming first makes the model vanish at once; rmtree may then take its time.
         doomed = self.root_dir / f".deleted-{name}-{uuid.uuid4().hex}"
         os.rename(self._model_dir(name), doomed)
@@ -365,34 +498,16 @@ class ModelStore:
 
     @contextlib.contextmanager
     def _model_lock(self, name: str) -> Iterator[None]:
-        lock_path = self.root_dir / STORE_STATE_DIR / f"{check_name(name)}.lock"
-        with open(lock_path, "a") as lock_file:
+        try:
+            lock_file = open(self._lock_path(name), "a")  # noqa: SIM115 (closed by the with below)
+        except FileNotFoundError:
+            self.require_available()
+            raise
+        with lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             yield
 
-    # -- verification --------------------------------------------------------------------------
-
-    def _sign(self, fields: dict[str, Any]) -> str:
-        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-        return hmac.new(self._secret_key, canonical.encode("utf-8"), hashlib.sha256).hexdigest()
-
-    def _signed_document(
-        self, name: str, version: int, artifact_path: Path, metadata: dict[str, Any]
-    ) -> str:
-        fields = {
-            "format": METADATA_FORMAT,
-            "name": name,
-            "version": version,
-            "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "sklearn_version": sklearn.__version__,
-            "artifact_sha256": _sha256_of_file(artifact_path),
-            "artifact_bytes": artifact_path.stat().st_size,
-            "metadata": metadata,
-        }
-        document = {**fields, "signature": self._sign(fields)}
-        return json.dumps(document, indent=2, sort_keys=True) + "\n"
-
-    def _read_document(self, name: str, version: int) -> _Document:
+    def _read_document(self, name: str, version: int) -> Document:
         """Parse and authenticate metadata.json; ModelNotFound if the version is not published."""
         path = self._version_dir(name, version) / METADATA_FILE
         try:
@@ -401,44 +516,7 @@ class ModelStore:
             raise ModelNotFound(
                 _version_not_found(name, version, self._published_versions(name))
             ) from None
-        try:
-            document = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return _Document({}, "metadata.json is not valid JSON; delete this version")
-        if not isinstance(document, dict):
-            return _Document({}, "metadata.json is not a JSON object; delete this version")
-        fields = {key: value for key, value in document.items() if key != "signature"}
-        return _Document(fields, self._document_problem(name, version, document, fields))
-
-    def _document_problem(
-        self, name: str, version: int, document: dict[str, Any], fields: dict[str, Any]
-    ) -> str | None:
-        signature = document.get("signature")
-        if not isinstance(signature, str) or not hmac.compare_digest(
-            signature.encode("ascii", "replace"), self._sign(fields).encode("ascii")
-        ):
-            return SIGNATURE_MISMATCH
-        for key, expected_type in _SIGNED_FIELDS.items():
-            if not isinstance(fields.get(key), expected_type):
-                return f"metadata.json field '{key}' is missing or has the wrong type"
-        if fields["format"] != METADATA_FORMAT:
-            return f"metadata format {fields['format']} is not supported by this server"
-        if fields["name"] != name or fields["version"] != version:
-            # A signed version copied to another place is not that other version.
-            return (
-                f"metadata belongs to model '{fields['name']}' version {fields['version']} "
-                f"but is stored as model '{name}' version {version}"
-            )
-        return None
-
-    def _artifact_problem(self, fields: dict[str, Any], data: bytes | None) -> str | None:
-        if data is None:
-            return ARTIFACT_MISSING
-        if len(data) != fields["artifact_bytes"] or not hmac.compare_digest(
-            hashlib.sha256(data).hexdigest(), fields["artifact_sha256"]
-        ):
-            return ARTIFACT_MISMATCH
-        return _sklearn_problem(fields)
+        return self._signer.parse_document(raw, name, version)
 
     def _version_info(self, name: str, version: int, *, is_current: bool) -> VersionInfo:
         """Describe a version and whether it would load, without unpickling anything."""
@@ -448,7 +526,9 @@ class ModelStore:
             size = artifact_path.stat().st_size
         except FileNotFoundError:
             size = 0
-        problem = document.problem or self._artifact_file_problem(document.fields, artifact_path)
+        problem = document.problem or self._signer.artifact_file_problem(
+            document.fields, artifact_path
+        )
         metadata = document.fields.get("metadata")
         created_at = document.fields.get("created_at")
         return VersionInfo(
@@ -462,37 +542,19 @@ class ModelStore:
             size_bytes=size,
         )
 
-    def _artifact_file_problem(self, fields: dict[str, Any], path: Path) -> str | None:
-        try:
-            digest, size = self._cached_digest(path)
-        except FileNotFoundError:
-            return ARTIFACT_MISSING
-        if size != fields["artifact_bytes"] or not hmac.compare_digest(
-            digest, fields["artifact_sha256"]
-        ):
-            return ARTIFACT_MISMATCH
-        return _sklearn_problem(fields)
 
-    def _cached_digest(self, path: Path) -> tuple[str, int]:
-        """SHA-256 of a file, remembered while its inode, mtime and size stay the same."""
-        status = path.stat()
-        key = (str(path), status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
-        digest = self._digests.get(key)
-        if digest is None:
-            digest = _sha256_of_file(path)
-            if len(self._digests) >= MAX_CACHED_DIGESTS:
-                self._digests.clear()
-            self._digests[key] = digest
-        return digest, status.st_size
+def _store_exists(root_dir: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(root_dir / STORE_STATE_DIR).st_mode)
+    except OSError:
+        return False
 
 
-def _sklearn_problem(fields: dict[str, Any]) -> str | None:
-    if fields["sklearn_version"] != sklearn.__version__:
-        return (
-            f"trained with scikit-learn {fields['sklearn_version']} but this server runs "
-            f"{sklearn.__version__}; retrain the model"
-        )
-    return None
+def _unavailable_message(root_dir: Path) -> str:
+    return (
+        f"the model store at {root_dir} is missing or unreadable (moved, deleted or "
+        "unmounted?); put it back: the models already loaded keep serving meanwhile"
+    )
 
 
 def _model_not_found(name: str) -> str:
@@ -509,43 +571,3 @@ def _version_not_found(name: str, version: object, existing: list[int]) -> str:
 def _is_version_text(text: str) -> bool:
     # Canonical decimal only ("7", not "07" or "+7"), so each number has exactly one directory.
     return text.isascii() and text.isdigit() and not text.startswith("0")
-
-
-def _json_round_trip(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The metadata as it will read back from JSON, so the signed form is the stored form."""
-    if not isinstance(metadata, dict):
-        raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
-    try:
-        text = json.dumps(metadata, default=_numpy_to_python)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"metadata must be JSON-serializable: {exc}") from exc
-    result: dict[str, Any] = json.loads(text)
-    return result
-
-
-def _numpy_to_python(value: Any) -> Any:
-    # numpy scalars and arrays (metrics, confusion matrices) all offer tolist().
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write through a temp file in the same directory, fsync, then rename over `path`."""
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    fsync_dir(path.parent)
-
-
-def _sha256_of_file(path: Path) -> str:
-    with open(path, "rb") as artifact:
-        return hashlib.file_digest(artifact, "sha256").hexdigest()

@@ -4,17 +4,19 @@ of them: the served model, training submission, evaluation. Opened by the lifesp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from ML.config import Settings
 from ML.datasets import check_training_csv_start
+from ML.errors import StorageFull, StoreUnavailable
 from ML.job_runner import EmbeddedJobRunner
 from ML.jobs import JobRecord, JobStore, TrainingJobOptions
 from ML.model_cache import ModelCache
@@ -22,6 +24,7 @@ from ML.model_store import ModelStore, check_name
 from ML.prediction import ServedModel, evaluate_csv
 from ML.private_files import make_private_dir
 from rest_api.metrics import TRAINING_JOBS
+from rest_api.uploads import remove_stray_uploads, save_upload
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class Backend:
         jobs = JobStore(settings.jobs_db_path)
         runner = EmbeddedJobRunner(settings, jobs)
         runner.start()
+        with contextlib.suppress(StorageFull, StoreUnavailable):  # runner.start logged it
+            remove_stray_uploads(settings.uploads_dir, jobs)
         return cls(settings, store, jobs, runner, ModelCache(store, settings.batch_settings))
 
     def close(self) -> None:
@@ -55,6 +60,12 @@ class Backend:
             model = await run_in_threadpool(self.models.load, name)
             gc.freeze()  # a model lives as long as the worker: keep it out of GC passes
         return model
+
+    async def save_training_upload(self, upload: UploadFile) -> Path:
+        """Save a training upload (fsynced, 0600); first a clear 503 when the model store is
+        gone, rather than a job that could never save its version."""
+        self.store.require_available()
+        return await save_upload(upload, self.settings.uploads_dir)
 
     async def submit_training(
         self, name: str, upload_path: Path, options: TrainingJobOptions

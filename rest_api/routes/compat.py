@@ -16,7 +16,7 @@ from rest_api.auth import NEEDS_PREDICTOR, NEEDS_TRAINER
 from rest_api.backend import BackendDep
 from rest_api.errors import status_and_code
 from rest_api.schemas import CompatResponse
-from rest_api.uploads import UPLOAD_FORM_LIMITS, CsvFile, TargetVariable, save_upload
+from rest_api.uploads import UPLOAD_FORM_LIMITS, CsvFile, TargetVariable
 
 router = APIRouter(tags=["fast-ml compatibility"], form_limits=UPLOAD_FORM_LIMITS)
 DEFAULT_MODEL = "default"
@@ -42,7 +42,7 @@ async def train_model(
     options = TrainingJobOptions(
         target_variable=target_variable, estimator=DEFAULT_ESTIMATOR, filename=csv_file.filename
     )
-    upload_path = await save_upload(csv_file, backend.settings.uploads_dir)
+    upload_path = await backend.save_training_upload(csv_file)
     try:
         job = await backend.submit_training(DEFAULT_MODEL, upload_path, options)
     except FastMLError as error:

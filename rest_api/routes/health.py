@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-import sqlite3
+import shutil
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from ML.errors import StorageFull, StoreUnavailable
+from ML.jobs import FULL_DISK_BYTES
 from rest_api.auth import NEEDS_PREDICTOR
 from rest_api.backend import Backend, BackendDep
 from rest_api.metrics import render_metrics
@@ -44,26 +46,36 @@ async def live() -> HealthView:
     "/health/ready",
     response_model=HealthView,
     responses={503: {"model": HealthView}},
-    summary="Model store and job store answer (503 until they do)",
+    summary="Ready to serve predictions: 503 while the model store is missing or unreadable",
 )
 async def ready(backend: BackendDep) -> Response:
     checks = await run_in_threadpool(_readiness_checks, backend)
-    is_ready = all(value == "ok" for value in checks.values())
-    body = HealthView(status="ready" if is_ready else "unavailable", checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if is_ready else 503)
+    if not backend.store.is_available():
+        status, code = "unavailable", 503
+    elif any(value != "ok" for value in checks.values()):
+        # Predictions still work; training or the job list may not (full disk, say).
+        status, code = "degraded", 200
+    else:
+        status, code = "ready", 200
+    return JSONResponse(HealthView(status=status, checks=checks).model_dump(), status_code=code)
 
 
 def _readiness_checks(backend: Backend) -> dict[str, str]:
     checks = {}
     model_dir = backend.settings.model_dir
-    checks["model_store"] = (
-        "ok" if os.access(model_dir, os.R_OK | os.W_OK | os.X_OK) else f"{model_dir} not writable"
-    )
+    if not backend.store.is_available():
+        checks["model_store"] = f"the model store at {model_dir} is missing or unreadable"
+    elif not os.access(model_dir, os.R_OK | os.W_OK | os.X_OK):
+        checks["model_store"] = f"{model_dir} not writable"
+    elif shutil.disk_usage(model_dir).free < FULL_DISK_BYTES:
+        checks["model_store"] = f"no space left in the model store at {model_dir}"
+    else:
+        checks["model_store"] = "ok"
     try:
         backend.jobs.list_recent(1)
         checks["job_store"] = "ok"
-    except sqlite3.Error as error:
-        checks["job_store"] = f"job store unavailable: {error}"
+    except (StorageFull, StoreUnavailable) as error:
+        checks["job_store"] = error.message
     return checks
 
 

@@ -27,7 +27,7 @@ from rest_api.schemas import (
     PromoteRequest,
     VersionView,
 )
-from rest_api.uploads import UPLOAD_FORM_LIMITS, CsvFile, TargetVariable, save_upload
+from rest_api.uploads import UPLOAD_FORM_LIMITS, CsvFile, TargetVariable
 
 router = APIRouter(
     tags=["models"],
@@ -114,7 +114,7 @@ async def train(
         promote=promote,
         filename=csv_file.filename,
     )
-    upload_path = await save_upload(csv_file, backend.settings.uploads_dir)
+    upload_path = await backend.save_training_upload(csv_file)
     view = JobView.from_record(await backend.submit_training(name, upload_path, options))
     return JSONResponse(
         view.model_dump(mode="json"), status_code=202, headers={"Location": f"/jobs/{view.id}"}

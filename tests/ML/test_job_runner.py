@@ -249,6 +249,7 @@ def test_run_training_job_runs_in_the_calling_process_too(
     settings: Settings, jobs: JobStore
 ) -> None:
     job = queue_job(settings, jobs, "celery-worker")
+    settings.open_model_store()  # created when a worker starts; a job never creates a store
 
     result = run_training_job(job.id, settings)
 

@@ -18,7 +18,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ML.errors import InvalidName, ModelConflict, ModelNotFound, ModelUnusable
+from ML.errors import (
+    InvalidName,
+    ModelConflict,
+    ModelNotFound,
+    ModelUnusable,
+    StorageFull,
+    StoreUnavailable,
+)
 from ML.model_store import (
     ARTIFACT_MISMATCH,
     ARTIFACT_MISSING,
@@ -27,6 +34,7 @@ from ML.model_store import (
     ModelStore,
     check_name,
 )
+from tests.tmpfs import fill_disk, small_tmpfs
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
@@ -482,3 +490,93 @@ def test_concurrent_saves_from_processes_get_distinct_versions(
     assert all(v.is_usable for v in info.versions)
     assert info.current_version in versions
     assert all(store.load_version("iris", v).version == v for v in versions)
+
+
+# -- staged versions, a full disk, a store that went away ---------------------------------------
+
+
+def test_a_staged_version_is_invisible_until_committed(
+    store: ModelStore, pipeline: Pipeline
+) -> None:
+    store.save_version("iris", pipeline, METADATA)
+    staged = store.stage_version("iris", pipeline, METADATA, promote=True)
+
+    assert [v.version for v in store.get_model("iris").versions] == [1]
+    assert store.current_version("iris") == 1
+    assert store.commit_staged(staged, lambda: True)
+    assert store.current_version("iris") == staged.version == 2
+    assert store.staged_versions() == []
+
+
+def test_a_refused_commit_discards_the_staged_version(
+    store: ModelStore, pipeline: Pipeline
+) -> None:
+    store.save_version("iris", pipeline, METADATA)
+    staged = store.stage_version("iris", pipeline, METADATA, promote=True)
+
+    assert not store.commit_staged(staged, lambda: False)
+
+    assert [v.version for v in store.get_model("iris").versions] == [1]
+    assert store.current_version("iris") == 1
+    assert not (store.root_dir / "iris" / "versions" / "2").exists()
+    assert store.staged_versions() == []
+
+
+def test_recovery_publishes_a_staged_version_without_moving_current_back(
+    store: ModelStore, pipeline: Pipeline
+) -> None:
+    staged = store.stage_version("iris", pipeline, {**METADATA, "job_id": "j"}, promote=True)
+    store.save_version("iris", pipeline, METADATA)  # version 2, current
+
+    [found] = store.staged_versions()
+    assert (found.name, found.version, found.promote) == ("iris", staged.version, True)
+    assert found.metadata["job_id"] == "j"
+    assert store.commit_staged(found, lambda: True, is_recovery=True)
+
+    assert [v.version for v in store.get_model("iris").versions] == [1, 2]
+    assert store.current_version("iris") == 2
+
+
+def test_a_full_disk_fails_the_save_naming_the_store_and_leaves_nothing(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    with small_tmpfs(tmp_path / "disk") as disk:
+        store = ModelStore(disk / "models", KEY)
+        store.save_version("iris", pipeline, METADATA)
+        filler = fill_disk(disk, leave_bytes=64 * 1024)
+        too_big = np.zeros(1_000_000)  # 8 MB of pickle on a 4 MB disk
+
+        with pytest.raises(StorageFull, match=f"no space left in the model store at {disk}"):
+            store.save_version("iris", too_big, METADATA)
+
+        assert [v.version for v in store.get_model("iris").versions] == [1]
+        assert store.current_version("iris") == 1
+        assert sorted(p.name for p in (disk / "models" / "iris" / "versions").iterdir()) == ["1"]
+        filler.unlink()
+        assert store.save_version("iris", pipeline, METADATA) == 2
+
+
+def test_a_store_moved_away_is_unavailable_not_empty_and_is_not_recreated(
+    store: ModelStore, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    store.save_version("iris", pipeline, METADATA)
+    moved = tmp_path / "moved"
+    store.root_dir.rename(moved)
+
+    assert not store.is_available()
+    for read in (
+        store.list_models,
+        lambda: store.get_model("iris"),
+        lambda: store.current_version("iris"),
+        lambda: store.load_current("iris"),
+    ):
+        with pytest.raises(StoreUnavailable, match="missing or unreadable"):
+            read()
+    with pytest.raises(StoreUnavailable):
+        store.save_version("iris", pipeline, METADATA)
+    with pytest.raises(StoreUnavailable):
+        ModelStore(store.root_dir, KEY, create=False)
+    assert not store.root_dir.exists()
+
+    moved.rename(store.root_dir)
+    assert store.current_version("iris") == 1

@@ -65,7 +65,7 @@ def test_loose_state_from_an_older_version_is_tightened(settings: Settings) -> N
     state_dir = settings.resolved_state_dir
     state_dir.mkdir(parents=True, mode=0o755)
     state_dir.chmod(0o755)
-    JobStore(settings.jobs_db_path)
+    JobStore(settings.jobs_db_path).list_recent(1)  # opened lazily: make the file
     (settings.uploads_dir).mkdir(mode=0o755)
     settings.uploads_dir.chmod(0o755)
     settings.jobs_db_path.chmod(0o644)

@@ -1,0 +1,118 @@
+"""The commit guard: a job's version is published only while its owner still runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from ML.job_commit import commit_job_version, recover_staged_versions
+from ML.jobs import ORPHAN_ERROR, JobStatus, JobStore, TrainingJobOptions
+from ML.model_store import ModelStore
+
+KEY = b"k" * 32
+OWNER = "server-a"
+OPTIONS = TrainingJobOptions(target_variable="species", estimator="logistic_regression")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    return ModelStore(tmp_path / "models", KEY)
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> JobStore:
+    return JobStore(tmp_path / "state" / "jobs.sqlite3")
+
+
+@pytest.fixture
+def pipeline() -> LogisticRegression:
+    return LogisticRegression().fit(np.array([[0.0], [1.0], [0.1], [0.9]]), ["a", "b", "a", "b"])
+
+
+def running_job(jobs: JobStore, owner: str = OWNER) -> str:
+    job = jobs.create("iris", OPTIONS, "/nowhere.csv", owner)
+    assert jobs.claim(job.id, owner)
+    return job.id
+
+
+def commit(
+    store: ModelStore, jobs: JobStore, job_id: str, pipeline: object, owner: str = OWNER
+) -> dict[str, object] | None:
+    return commit_job_version(
+        store,
+        jobs,
+        job_id,
+        owner,
+        pipeline,
+        {"metrics": {"accuracy": 1.0}},
+        model_name="iris",
+        promote=True,
+        result={"promoted": True},
+    )
+
+
+def test_the_owner_of_a_running_job_commits_its_version(
+    store: ModelStore, jobs: JobStore, pipeline: LogisticRegression
+) -> None:
+    job_id = running_job(jobs)
+
+    result = commit(store, jobs, job_id, pipeline)
+
+    assert result == {"promoted": True, "version": 1}
+    job = jobs.get(job_id)
+    assert (job.status, job.result) == (JobStatus.SUCCEEDED, result)
+    assert store.current_version("iris") == 1
+    assert store.get_version("iris", 1).metadata["job_id"] == job_id
+
+
+def test_a_job_failed_meanwhile_publishes_nothing(
+    store: ModelStore, jobs: JobStore, pipeline: LogisticRegression
+) -> None:
+    store.save_version("iris", pipeline, {})
+    job_id = running_job(jobs)
+    jobs.recover_orphans(stale_after_seconds=-1, new_owner="server-b")  # its server "died"
+    assert jobs.get(job_id).error == ORPHAN_ERROR
+
+    assert commit(store, jobs, job_id, pipeline) is None
+
+    assert jobs.get(job_id).status is JobStatus.FAILED
+    assert [v.version for v in store.get_model("iris").versions] == [1]
+    assert store.current_version("iris") == 1
+    assert store.staged_versions() == []
+
+
+def test_only_the_owner_that_claimed_the_job_may_commit(
+    store: ModelStore, jobs: JobStore, pipeline: LogisticRegression
+) -> None:
+    job_id = running_job(jobs, owner="server-b")
+
+    assert commit(store, jobs, job_id, pipeline, owner=OWNER) is None
+
+    assert jobs.get(job_id).status is JobStatus.RUNNING
+    assert store.list_models() == []
+
+
+def test_recovery_rolls_forward_succeeded_jobs_and_discards_the_rest(
+    store: ModelStore, jobs: JobStore, pipeline: LogisticRegression
+) -> None:
+    # A crash after the record said succeeded, before the renames that publish.
+    succeeded = running_job(jobs)
+    staged = store.stage_version("iris", pipeline, {"job_id": succeeded}, promote=True)
+    assert jobs.succeed_if_owner(succeeded, OWNER, {"version": staged.version})
+    # A crash before the record changed; the job was then failed by orphan recovery.
+    failed = running_job(jobs)
+    store.stage_version("iris", pipeline, {"job_id": failed}, promote=True)
+    jobs.fail(failed, ORPHAN_ERROR)
+    # A job still running: its owner may be committing right now.
+    running = running_job(jobs)
+    store.stage_version("iris", pipeline, {"job_id": running}, promote=True)
+
+    published, discarded = recover_staged_versions(store, jobs)
+
+    assert (published, discarded) == (["iris version 1"], ["iris version 2"])
+    assert [v.version for v in store.get_model("iris").versions] == [1]
+    assert store.current_version("iris") == 1
+    assert [s.metadata["job_id"] for s in store.staged_versions()] == [running]
