@@ -42,8 +42,8 @@ def bash_blocks(markdown: str) -> list[str]:
 
 
 def quick_start_block(markdown: str) -> str:
-    (block,) = [block for block in bash_blocks(markdown) if "gunicorn/start-server.sh" in block]
-    return block
+    # The first one: "Running the server" further down shows background variants too.
+    return next(block for block in bash_blocks(markdown) if "gunicorn/start-server.sh" in block)
 
 
 def tour_block(markdown: str) -> str:
