@@ -32,7 +32,13 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from ML.config import Settings
 from rest_api.errors import ApiError
-from rest_api.login_failures import FailureCounters, Lockouts, LoginLimits, SQLiteFailureCounters
+from rest_api.login_failures import (
+    FailureCounters,
+    LocalFailureCounts,
+    Lockouts,
+    LoginLimits,
+    SQLiteFailureCounters,
+)
 from rest_api.passwords import new_hasher, verify_password
 from rest_api.users import Role, UserRecord, load_users
 
@@ -84,6 +90,7 @@ class LoginThrottle:
 
     def __init__(self, counters: FailureCounters) -> None:
         self._counters = counters
+        self._local = LocalFailureCounts(counters.limits)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="login-failures")
         self._seen_generation = -1
         self._lockouts = Lockouts()
@@ -106,18 +113,31 @@ class LoginThrottle:
                 raise _too_many_failures(wait)
 
     async def begin_attempt(self, user: str, client: str) -> float | None:
-        return await self._run(self._counters.begin_attempt, user, client, time.time())
+        try:
+            return await self._run(self._counters.begin_attempt, user, client, time.time())
+        except _DiskFull:
+            return self._local.begin_attempt(user, client, time.monotonic())
 
     async def record_success(self, user: str, client: str) -> None:
-        await self._run(self._counters.record_success, user, client, time.time())
+        self._local.record_success(user, client)
+        with contextlib.suppress(_DiskFull):  # the login verified; forgetting can wait
+            await self._run(self._counters.record_success, user, client, time.time())
 
     async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
-        except sqlite3.Error:
+        except sqlite3.Error as error:
+            if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                # A full disk must not stop logins (and so predictions): count in memory.
+                logger.warning("the disk is full: failed logins are counted per worker for now")
+                raise _DiskFull from error
             # Fail closed: without the counters nobody may guess, but nothing is corrupted.
             logger.exception("the failed-login counters cannot be read or written")
             raise AuthFailed(503, "logins are unavailable for a moment; try again", 1) from None
+
+
+class _DiskFull(Exception):
+    """The shared counters could not be written: no space left on their disk."""
 
 
 @dataclass

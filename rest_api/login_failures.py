@@ -21,6 +21,7 @@ import contextlib
 import mmap
 import os
 import sqlite3
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -95,6 +96,8 @@ class Lockouts:
 
 
 class FailureCounters(Protocol):
+    limits: LoginLimits
+
     """Where the workers of a server (later: replicas, via Redis) count failed logins."""
 
     def generation(self) -> int:
@@ -272,3 +275,34 @@ class _SharedCounter:
     def increment(self) -> None:
         # Callers hold the database's write lock, so increments never race.
         self.cell[0] = (self.cell[0] + 1) % 2**64
+
+
+class LocalFailureCounts:
+    """Failed logins per (user, address) in this worker's memory, sliding window.
+
+    The fallback while the shared counters cannot be written because the disk is full: a
+    server on a full disk keeps serving (and throttling, per worker and without the account
+    budget) rather than refusing every login. Lockouts already in the shared file still hold.
+    """
+
+    def __init__(self, limits: LoginLimits, max_keys: int = 10_000) -> None:
+        self.limits = limits
+        self.max_keys = max_keys
+        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+
+    def begin_attempt(self, user: str, client: str, now: float) -> float | None:
+        """Seconds to wait when the limit is reached; else counts this attempt, None."""
+        window = self.limits.window_seconds
+        times = self._failures.setdefault((user, client), deque())
+        while times and times[0] <= now - window:
+            times.popleft()
+        if len(times) >= self.limits.max_failures:
+            return times[0] + window - now
+        times.append(now)
+        self._failures.move_to_end((user, client))
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
+        return None
+
+    def record_success(self, user: str, client: str) -> None:
+        self._failures.pop((user, client), None)

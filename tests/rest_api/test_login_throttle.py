@@ -11,7 +11,7 @@ import pytest
 from argon2 import PasswordHasher, extract_parameters
 
 from rest_api.auth import Authenticator, AuthFailed, LoginThrottle, User
-from rest_api.login_failures import LoginLimits, SQLiteFailureCounters
+from rest_api.login_failures import LocalFailureCounts, LoginLimits, SQLiteFailureCounters
 from rest_api.passwords import hash_password, new_hasher
 from rest_api.users import Role, UserRecord
 
@@ -238,3 +238,15 @@ def test_a_burst_of_identical_logins_is_one_attempt(
     # ...and with the right one: no lockout, whatever the limit of 3.
     assert asyncio.run(burst(header("tina", PASSWORD))) == [200] * 30
     assert hasher.verifications == 2
+
+
+def test_local_counts_stop_a_guesser_at_the_limit_and_forget_on_success() -> None:
+    # The full-disk fallback (tests/system/test_faults_disk.py runs it on a real full disk).
+    limits = LoginLimits(max_failures=3, window_seconds=60)
+    counts = LocalFailureCounts(limits)
+    assert [counts.begin_attempt("eve", "10.0.0.9", 100.0 + i) for i in range(3)] == [None] * 3
+    assert counts.begin_attempt("eve", "10.0.0.9", 103.0) == pytest.approx(57.0)
+    assert counts.begin_attempt("eve", "10.0.0.8", 103.0) is None  # another address
+    assert counts.begin_attempt("eve", "10.0.0.9", 161.0) is None  # the oldest left the window
+    counts.record_success("eve", "10.0.0.9")
+    assert [counts.begin_attempt("eve", "10.0.0.9", 162.0 + i) for i in range(3)] == [None] * 3
