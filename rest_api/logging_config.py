@@ -38,12 +38,13 @@ class LogRotation:
     """Size-based rotation of a log that several processes append to at once.
 
     `append` writes one batch under an exclusive flock on the log's folder: it reopens the
-    file when another process (or logrotate) has moved it, rotates first when the batch
-    would take it past `max_bytes` (0: never), then writes. Check and write under one lock,
-    so no worker appends to a file another just rotated or filled, and a file never passes
-    its limit by our request lines. Rotation renames, never truncates: log -> log.1 -> ...
-    -> log.<backup_count>, the oldest dropped. One flock per batch (a few per second per
-    worker) costs microseconds.
+    file when another process (or logrotate) has moved it, fills the file with the batch's
+    whole lines up to `max_bytes` (0: never rotate), rotates, and goes on with the rest.
+    Check and write under one lock, so no worker appends to a file another just rotated or
+    filled, and a file never passes its limit by our request lines (a batch holds 0.2 s of
+    them, which under load can itself be over a small limit). Rotation renames, never
+    truncates: log -> log.1 -> ... -> log.<backup_count>, the oldest dropped. One flock per
+    batch (a few per second per worker) costs microseconds.
     """
 
     def __init__(self, log_path: Path, max_bytes: int, backup_count: int) -> None:
@@ -52,19 +53,32 @@ class LogRotation:
         self.backup_count = backup_count
 
     def append(self, fd: int | None, data: bytes) -> int:
-        """Append `data` to the current log; returns the descriptor to pass next time."""
+        """Append `data` (whole lines) to the current log, rotating as often as it needs;
+        returns the descriptor to pass next time."""
         with self._folder_lock():
             if fd is None or not self._is_current(fd):
                 if fd is not None:
                     os.close(fd)
                 fd = self._open()
-            size = os.fstat(fd).st_size
-            if self.max_bytes and size > 0 and size + len(data) > self.max_bytes:
+            while True:
+                size = os.fstat(fd).st_size
+                if not self.max_bytes or size + len(data) <= self.max_bytes:
+                    os.write(fd, data)
+                    return fd
+                # The whole lines that still fit; an empty file takes at least one line, so
+                # a batch bigger than the limit spreads over several files and this ends.
+                room = self.max_bytes - size
+                cut = data.rfind(b"\n", 0, room) + 1 if room > 0 else 0
+                if cut == 0 and size == 0:
+                    cut = data.find(b"\n") + 1 or len(data)
+                if cut:
+                    os.write(fd, data[:cut])
+                    data = data[cut:]
+                    if not data:
+                        return fd
                 self._shift_backups()
                 os.close(fd)
                 fd = self._open()
-            os.write(fd, data)
-        return fd
 
     def _open(self) -> int:
         return os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from pathlib import Path
 
+from rest_api.logging_config import LogRotation
 from rest_api.request_log import RequestLogWriter
 
 LINE = re.compile(
@@ -102,3 +104,17 @@ def test_without_a_limit_the_log_only_grows(tmp_path: Path) -> None:
 
     assert log_files(log_path) == [log_path]
     assert len(request_ids_in(log_path)) == 200
+
+
+def test_a_batch_over_the_limit_spreads_over_files_of_whole_lines(tmp_path: Path) -> None:
+    # Under load one batch (0.2 s of request lines) can hold more than a small limit.
+    log_path = tmp_path / "ML_server.log"
+    rotation = LogRotation(log_path, max_bytes=100, backup_count=10)
+    lines = [f"line {index:02d} {'x' * 20}\n".encode() for index in range(12)]
+    os.close(rotation.append(rotation.append(None, lines[0]), b"".join(lines[1:])))
+
+    files = list(tmp_path.glob("ML_server.log*"))
+    assert len(files) >= 3
+    assert all(0 < path.stat().st_size <= 100 for path in files)
+    written = b"".join(path.read_bytes() for path in files)
+    assert sorted(written.splitlines(keepends=True)) == lines  # each line once, whole
