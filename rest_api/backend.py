@@ -39,8 +39,7 @@ class Backend:
 
     @classmethod
     def open(cls, settings: Settings) -> Backend:
-        settings.model_dir.mkdir(parents=True, exist_ok=True)
-        make_private_dir(settings.uploads_dir)
+        make_private_dir(settings.uploads_dir)  # and the state folder, 0700
         store = settings.open_model_store()
         jobs = JobStore(settings.jobs_db_path)
         runner = EmbeddedJobRunner(settings, jobs)

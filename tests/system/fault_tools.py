@@ -33,9 +33,10 @@ def is_alive(pid: int) -> bool:
 
 
 def command_line(pid: int) -> str:
+    """A process's command line (its title, once setproctitle changed it); "" once it ended."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:
         return ""
 
 

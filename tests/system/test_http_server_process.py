@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from testing.servers import start_server, stop_server
+from tests.system.fault_tools import command_line
 
 pytestmark = pytest.mark.system
 
@@ -19,17 +20,9 @@ STOP_DEADLINE_SECONDS = 40
 
 def processes_titled(pattern: str) -> dict[int, str]:
     """{pid: command line} of every process whose /proc cmdline contains `pattern`."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
-            continue  # the process ended while we looked
-        if pattern in command:
-            found[int(entry.name)] = command
-    return found
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    commands = {pid: command_line(pid).strip() for pid in pids}
+    return {pid: command for pid, command in commands.items() if pattern in command}
 
 
 def test_the_server_is_found_by_its_address_and_stopped_by_its_pid_file(tmp_path: Path) -> None:

@@ -20,11 +20,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ML.config import PROJECT_DIR
-from testing.servers import free_port
+from testing.servers import free_port, is_ready
 
 pytestmark = pytest.mark.system
 README = PROJECT_DIR / "README.md"
@@ -108,11 +107,8 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], output_path: Pa
     for _ in range(1000):
         if process.poll() is not None:
             raise AssertionError(f"the quick start exited: {output_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
+        if is_ready(url):
+            return
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)
