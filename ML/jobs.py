@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 # Long enough to ride out another process's write transaction (they are all tiny).
 BUSY_TIMEOUT_SECONDS = 10.0
+# Opening a fresh database: bounded retries of the switch to WAL (see JobStore._open).
+OPEN_ATTEMPTS = 50
+OPEN_RETRY_SECONDS = 0.1
 
 # Below this much free space the disk counts as full (SQLite needs a few pages and its WAL).
 FULL_DISK_BYTES = 1024 * 1024
@@ -372,15 +375,17 @@ class JobStore:
                 make_private_database(self.db_path)  # 0600 in a 0700 folder, WAL files too
             mode = "rwc" if self._may_create else "rw"
             uri = f"{self.db_path.resolve().as_uri()}?mode={mode}"
-            conn = sqlite3.connect(
-                uri, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, uri=True
-            )
-            try:
-                # WAL lets readers (GET /jobs) run while a job process writes.
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(_SCHEMA)
-            finally:
-                conn.close()
+            for attempt in range(1, OPEN_ATTEMPTS + 1):
+                try:
+                    _initialise(uri)
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Several processes opening a fresh file switch it to WAL at once, and
+                    # that switch can fail at once with "locked": SQLite's busy timeout does
+                    # not cover it. The others finish within moments; try again.
+                    if "locked" not in str(exc) or attempt == OPEN_ATTEMPTS:
+                        raise
+                    time.sleep(OPEN_RETRY_SECONDS)
         except (sqlite3.Error, OSError) as exc:
             raise self._unusable(exc) from exc
         self._is_open = True
@@ -401,6 +406,16 @@ class JobStore:
         """A write transaction taken up front, so read-then-write steps cannot interleave."""
         with self._connect() as conn, write_transaction(conn):
             yield conn
+
+
+def _initialise(uri: str) -> None:
+    conn = sqlite3.connect(uri, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, uri=True)
+    try:
+        # WAL lets readers (GET /jobs) run while a job process writes.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_SCHEMA)
+    finally:
+        conn.close()
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
