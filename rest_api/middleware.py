@@ -29,6 +29,8 @@ from rest_api.users import Role
 MAX_REQUEST_ID_LENGTH = 128
 PUBLIC_PATHS = frozenset({"/", "/health/live", "/health/ready"})
 REALM_HEADER = (b"www-authenticate", b'Basic realm="fastml", charset="UTF-8"')
+# An ASGI scope extension key (namespaced, as the spec asks): the request's headers as a dict.
+HEADERS_SCOPE_KEY = "fastml.headers"
 
 
 class RequestLogMiddleware:
@@ -94,9 +96,13 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 def first_header(scope: Scope, name: bytes) -> bytes | None:
-    """The first value of header `name` (lower case), or None."""
-    # A dict built in C beats a Python loop over the headers; reversed keeps the first.
-    return dict(reversed(scope["headers"])).get(name)
+    """The first value of header `name` (lower case), or None, as Starlette's Headers reads it."""
+    headers: dict[bytes, bytes] | None = scope.get(HEADERS_SCOPE_KEY)
+    if headers is None:
+        # Built once per request, in C (reversed keeps the first of repeated headers), and
+        # kept in the scope: every layer of the edge reads headers from it.
+        headers = scope[HEADERS_SCOPE_KEY] = dict(reversed(scope["headers"]))
+    return headers.get(name)
 
 
 class AuthMiddleware:
@@ -188,9 +194,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])  # the last of repeated headers, as before
-        content_length = headers.get(b"content-length")
-        content_type = headers.get(b"content-type")
+        content_length = first_header(scope, b"content-length")
+        content_type = first_header(scope, b"content-type")
         is_upload = content_type is not None and content_type.lower().startswith(b"multipart/")
         limit = self.max_upload_bytes if is_upload else self.max_json_bytes
         if content_length is not None:
