@@ -1,0 +1,112 @@
+"""The one-machine topology: nginx (deploy/nginx/one-machine.conf) in front of two gunicorn
+replicas of two workers each, sharing one model folder. Real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from testing.fastml_api import train
+from testing.servers import ADMIN
+from testing.topology import Topology, start_topology, stop_topology
+from tests.system.fault_tools import children_of
+from tests.system.test_load_client import CLIENT_TIMEOUT_SECONDS, run_client
+from tests.system.test_readme import check_tour_output, project_copy, run_tour  # noqa: F401
+
+pytestmark = pytest.mark.system
+LOAD_REQUESTS = 100_000
+KILL_AFTER_SECONDS = 5
+
+
+@pytest.fixture
+def topology(tmp_path: Path) -> Iterator[Topology]:
+    running = start_topology(tmp_path)
+    try:
+        yield running
+    finally:
+        stop_topology(running)
+
+
+def test_the_readme_tour_through_nginx_is_seen_alike_by_both_replicas(
+    project_copy: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # The tour reads the generated admin's password from the project's model folder: the
+    # replicas share that folder, and the first one generates the admin.
+    shared = start_topology(
+        tmp_path / "topology", model_dir=project_copy / "ML" / "saved_models", admin=None
+    )
+    try:
+        check_tour_output(run_tour(project_copy, shared.url.removeprefix("http://")))
+        auth = ("admin", (shared.model_dir / "_state" / "admin_credentials.txt").read_text())
+        auth = ("admin", auth[1].strip().split(":", 1)[1])
+        views = []
+        for replica in shared.replicas:
+            with httpx.Client(base_url=replica.url, auth=auth, timeout=30) as client:
+                jobs = client.get("/jobs").json()
+                model = client.get("/models/iris").json()
+                version = client.get("/models/iris/versions/2").json()
+            views.append((jobs, model, version))
+        assert views[0] == views[1]
+        jobs, model, _ = views[0]
+        assert [job["status"] for job in jobs["jobs"]] == ["succeeded", "succeeded"]
+        assert model["current_version"] == 1  # the tour rolls back to version 1 at its end
+    finally:
+        stop_topology(shared)
+
+
+def test_wrong_passwords_spread_over_both_replicas_are_throttled_as_one(
+    topology: Topology,
+) -> None:
+    limit = 10  # FASTML_LOGIN_MAX_FAILURES' default
+    statuses = []
+    for attempt in range(limit):
+        replica = topology.replicas[attempt % 2]
+        statuses.append(httpx.get(f"{replica.url}/models", auth=("admin", "wrong")).status_code)
+    assert statuses == [401] * limit
+    for replica in topology.replicas:  # past the limit, even the right password waits
+        refused = httpx.get(f"{replica.url}/models", auth=ADMIN)
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["retry-after"]) > 0
+    through_nginx = httpx.get(f"{topology.url}/models", auth=ADMIN)
+    assert through_nginx.status_code == 429
+
+
+@pytest.mark.timeout(CLIENT_TIMEOUT_SECONDS + 120)
+def test_a_hundred_thousand_predictions_through_nginx_survive_a_killed_worker(
+    topology: Topology, tmp_path: Path, iris_train_csv: Path
+) -> None:
+    with topology.client() as client:
+        assert train(client, "iris", iris_train_csv)["status"] == "succeeded"
+    report_path = tmp_path / "report.json"
+    killed = threading.Event()
+
+    def kill_a_worker_midway() -> None:
+        time.sleep(KILL_AFTER_SECONDS)
+        victim = children_of(topology.replicas[0].process.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        killed.set()
+
+    killer = threading.Thread(target=kill_a_worker_midway, daemon=True)
+    killer.start()
+    completed = run_client(
+        str(LOAD_REQUESTS),
+        *("--url", topology.url, "--user", ADMIN[0], "--password", ADMIN[1]),
+        *("--json", str(report_path)),
+    )
+    killer.join(timeout=30)
+    assert killed.is_set(), "the load ended before a worker was killed"
+    text = completed.stdout + completed.stderr
+    report = json.loads(report_path.read_text())
+    assert report["requests_sent"] == LOAD_REQUESTS, text
+    assert report["answers"] + sum(report["client_errors"].values()) == LOAD_REQUESTS, text
+    assert report["statuses"] == {"200": LOAD_REQUESTS}, text  # nginx retried what was dropped
+    assert report["client_errors"] == {}, text
