@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # No redirect built from the Host header: /models/ gets a 404 naming /models.
+        redirect_slashes=False,
         docs_url=None,  # install_api_docs serves them without a CDN
         redoc_url=None,
         # FastAPI's OpenTelemetry hooks cost a check per request; /metrics and the request

@@ -15,7 +15,7 @@ from ML.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 from ML.jobs import TrainingJobOptions
 from ML.model_store import check_name
 from ML.training import TrainingOptions, validate_options
-from rest_api.auth import NEEDS_TRAINER
+from rest_api.auth import NEEDS_ADMIN, NEEDS_TRAINER
 from rest_api.backend import BackendDep
 from rest_api.schemas import (
     ERROR_RESPONSES,
@@ -149,7 +149,13 @@ def set_current(name: str, body: PromoteRequest, backend: BackendDep) -> Version
     return VersionView.from_info(backend.store.set_current(name, body.version))
 
 
-@router.delete("/models/{name}", status_code=204, summary="Delete a model and all its versions")
+# Deleting cannot be undone: only an admin may (training and promoting leave every version).
+@router.delete(
+    "/models/{name}",
+    status_code=204,
+    dependencies=[NEEDS_ADMIN],
+    summary="Delete a model and all its versions (admin)",
+)
 def delete_model(name: str, backend: BackendDep) -> None:
     backend.store.delete_model(name)
 
@@ -157,7 +163,8 @@ def delete_model(name: str, backend: BackendDep) -> None:
 @router.delete(
     "/models/{name}/versions/{version}",
     status_code=204,
-    summary="Delete one version (not the current one while others exist)",
+    dependencies=[NEEDS_ADMIN],
+    summary="Delete one version, not the current one while others exist (admin)",
 )
 def delete_version(name: str, version: VersionNumber, backend: BackendDep) -> None:
     backend.store.delete_version(name, version)
