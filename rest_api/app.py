@@ -36,7 +36,8 @@ DESCRIPTION = """
 Train scikit-learn classifiers from a CSV and serve their predictions.
 
 Every route but `/` and `/health/*` needs HTTP basic auth: click **Authorize**.
-Roles: `predictor` (predict), `trainer` (+ train, evaluate, models, jobs), `admin` (all).
+Roles: `predictor` (predict), `trainer` (+ train, evaluate, models, jobs), `admin` (+ delete
+models and versions).
 """
 
 
