@@ -7,42 +7,33 @@ meant, never a redirect built from the Host header.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from testing.fastml_api import train
-from testing.servers import ADMIN, Server, start_server, stop_server
-from tests.iris import IRIS_DIR
+from testing.fastml_api import basic_auth_header
+from testing.servers import ADMIN, Server
+from tests.system.conftest import serving_iris
 from tests.system.http_wire import RawAnswer, exchange, request_bytes
 
 pytestmark = pytest.mark.system
 
 MAX_UPLOAD_BYTES = 20_000
 MAX_JSON_BYTES = 2_000
-AUTHORIZATION = "Basic " + base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+AUTHORIZATION = basic_auth_header(*ADMIN)
 BOUNDARY = "fastml-test-boundary"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp_path: Path = tmp_path_factory.mktemp("http-errors")
-    running = start_server(
-        tmp_path,
+    yield from serving_iris(
+        tmp_path_factory.mktemp("http-errors"),
         {
             "FASTML_WORKERS": "1",
             "FASTML_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
             "FASTML_MAX_JSON_BYTES": str(MAX_JSON_BYTES),
         },
     )
-    try:
-        with running.client() as client:
-            assert train(client, "iris", IRIS_DIR / "train.csv")["status"] == "succeeded"
-        yield running
-    finally:
-        stop_server(running)
 
 
 def chunked(body: bytes, size: int = 1000) -> list[bytes]:
@@ -71,19 +62,18 @@ def multipart_csv(rows: int) -> bytes:
     )
 
 
-def send_chunked(
-    server: Server, method: str, path: str, content_type: str, body: bytes
+def send(
+    server: Server, method: str, path: str, content_type: str, body: bytes, *, is_chunked: bool
 ) -> RawAnswer:
+    """An authorised request with `body`, chunked or with Content-Length; the answer."""
+    framing = ("Transfer-Encoding", "chunked") if is_chunked else ("Content-Length", str(len(body)))
     head = request_bytes(
         method,
         path,
-        [
-            ("Authorization", AUTHORIZATION),
-            ("Content-Type", content_type),
-            ("Transfer-Encoding", "chunked"),
-        ],
+        [("Authorization", AUTHORIZATION), ("Content-Type", content_type), framing],
     )
-    answer, _ = exchange(server.url, [head, *chunked(body)], wait=30)
+    pieces = [head, *chunked(body)] if is_chunked else [head + body]
+    answer, _ = exchange(server.url, pieces, wait=30)
     return answer
 
 
@@ -102,7 +92,9 @@ def assert_json_error(answer: RawAnswer, status: int, *words: str) -> None:
 )
 def test_a_chunked_upload_over_the_limit_gets_413(server: Server, path: str) -> None:
     body = multipart_csv(rows=2_000)  # about 46 KB, over the 20 KB limit
-    answer = send_chunked(server, "POST", path, f"multipart/form-data; boundary={BOUNDARY}", body)
+    answer = send(
+        server, "POST", path, f"multipart/form-data; boundary={BOUNDARY}", body, is_chunked=True
+    )
     assert_json_error(
         answer, 413, f"over the limit of {MAX_UPLOAD_BYTES} bytes", "FASTML_MAX_UPLOAD_BYTES"
     )
@@ -116,7 +108,7 @@ def test_a_chunked_json_body_over_the_limit_gets_413(
     server: Server, method: str, path: str
 ) -> None:
     body = b'{"version": 1, "padding": "' + b"x" * 5_000 + b'"}'
-    answer = send_chunked(server, method, path, "application/json", body)
+    answer = send(server, method, path, "application/json", body, is_chunked=True)
     assert_json_error(
         answer, 413, f"over the limit of {MAX_JSON_BYTES} bytes", "FASTML_MAX_JSON_BYTES"
     )
@@ -125,12 +117,13 @@ def test_a_chunked_json_body_over_the_limit_gets_413(
 
 def test_a_chunked_upload_within_the_limit_is_served(server: Server) -> None:
     body = multipart_csv(rows=20)
-    answer = send_chunked(
+    answer = send(
         server,
         "POST",
         "/models/iris/predict/csv",
         f"multipart/form-data; boundary={BOUNDARY}",
         body,
+        is_chunked=True,
     )
     assert answer.status == 200, answer
     assert answer.headers["content-type"].startswith("text/csv")
@@ -139,47 +132,33 @@ def test_a_chunked_upload_within_the_limit_is_served(server: Server) -> None:
 def test_a_too_long_multipart_boundary_names_the_fix(server: Server) -> None:
     boundary = "b" * 100
     body = multipart_csv(rows=1).replace(BOUNDARY.encode(), boundary.encode())
-    head = request_bytes(
+    answer = send(
+        server,
         "POST",
         "/models/iris/train",
-        [
-            ("Authorization", AUTHORIZATION),
-            ("Content-Type", f"multipart/form-data; boundary={boundary}"),
-            ("Content-Length", str(len(body))),
-        ],
+        f"multipart/form-data; boundary={boundary}",
+        body,
+        is_chunked=False,
     )
-    answer, _ = exchange(server.url, [head + body])
     assert_json_error(answer, 400, "boundary is 100 characters long", "1 to 70", "curl -F")
 
 
 def test_a_malformed_multipart_body_names_the_fix(server: Server) -> None:
     body = f"--{BOUNDARY}\r\nno header line\r\n\r\nx\r\n--{BOUNDARY}--\r\n".encode()
-    head = request_bytes(
+    answer = send(
+        server,
         "POST",
         "/models/iris/predict/csv",
-        [
-            ("Authorization", AUTHORIZATION),
-            ("Content-Type", f"multipart/form-data; boundary={BOUNDARY}"),
-            ("Content-Length", str(len(body))),
-        ],
+        f"multipart/form-data; boundary={BOUNDARY}",
+        body,
+        is_chunked=False,
     )
-    answer, _ = exchange(server.url, [head + body])
     assert_json_error(answer, 400, "the multipart body is malformed", "curl -F")
 
 
 def test_a_json_body_that_is_not_utf8_names_the_fix(server: Server) -> None:
     body = b'{"version": "\xff\xfe"}'
-    head = request_bytes(
-        "PUT",
-        "/models/iris/current",
-        [
-            ("Authorization", AUTHORIZATION),
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-        ],
-    )
-    answer, _ = exchange(server.url, [head + body])
+    answer = send(server, "PUT", "/models/iris/current", "application/json", body, is_chunked=False)
     assert_json_error(answer, 400, "not UTF-8", "send JSON encoded as UTF-8")
 
 

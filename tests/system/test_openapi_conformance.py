@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from testing.fastml_api import train
-from testing.servers import ADMIN, Server, start_server, stop_server
-from tests.iris import IRIS_DIR
+from testing.servers import ADMIN, Server
+from tests.system.conftest import serving_iris
 
 pytestmark = pytest.mark.system
 
@@ -34,18 +33,12 @@ RUN_SECONDS = 300
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(
+    # The run sends requests without and with wrong credentials (the ignored_auth check):
+    # a throttle at its defaults would soon answer the admin's requests 429.
+    yield from serving_iris(
         tmp_path_factory.mktemp("conformance"),
-        # The run sends requests without and with wrong credentials (the ignored_auth check):
-        # a throttle at its defaults would soon answer the admin's requests 429.
         {"FASTML_LOGIN_MAX_FAILURES": "100000", "FASTML_LOGIN_ACCOUNT_MAX_FAILURES": "100000"},
     )
-    try:
-        with running.client() as client:
-            assert train(client, "iris", IRIS_DIR / "train.csv")["status"] == "succeeded"
-        yield running
-    finally:
-        stop_server(running)
 
 
 @pytest.mark.timeout(RUN_SECONDS + 60)
