@@ -22,6 +22,7 @@ MAX_UPLOAD_BYTES = 20_000
 MAX_JSON_BYTES = 2_000
 AUTHORIZATION = basic_auth_header(*ADMIN)
 BOUNDARY = "fastml-test-boundary"
+FORM = f"multipart/form-data; boundary={BOUNDARY}"
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +93,7 @@ def assert_json_error(answer: RawAnswer, status: int, *words: str) -> None:
 )
 def test_a_chunked_upload_over_the_limit_gets_413(server: Server, path: str) -> None:
     body = multipart_csv(rows=2_000)  # about 46 KB, over the 20 KB limit
-    answer = send(
-        server, "POST", path, f"multipart/form-data; boundary={BOUNDARY}", body, is_chunked=True
-    )
+    answer = send(server, "POST", path, FORM, body, is_chunked=True)
     assert_json_error(
         answer, 413, f"over the limit of {MAX_UPLOAD_BYTES} bytes", "FASTML_MAX_UPLOAD_BYTES"
     )
@@ -121,7 +120,7 @@ def test_a_chunked_upload_within_the_limit_is_served(server: Server) -> None:
         server,
         "POST",
         "/models/iris/predict/csv",
-        f"multipart/form-data; boundary={BOUNDARY}",
+        FORM,
         body,
         is_chunked=True,
     )
@@ -149,7 +148,7 @@ def test_a_malformed_multipart_body_names_the_fix(server: Server) -> None:
         server,
         "POST",
         "/models/iris/predict/csv",
-        f"multipart/form-data; boundary={BOUNDARY}",
+        FORM,
         body,
         is_chunked=False,
     )
