@@ -26,6 +26,7 @@ from rest_api.middleware import (
     RequestLogMiddleware,
     RoleTable,
 )
+from rest_api.openapi_document import complete_openapi
 from rest_api.predict_json import PredictJsonRoute, document_predict_json
 from rest_api.request_log import RequestLogWriter
 from rest_api.routes import compat, health, jobs, models, predictions
@@ -35,7 +36,8 @@ DESCRIPTION = """
 Train scikit-learn classifiers from a CSV and serve their predictions.
 
 Every route but `/` and `/health/*` needs HTTP basic auth: click **Authorize**.
-Roles: `predictor` (predict), `trainer` (+ train, evaluate, models, jobs), `admin` (all).
+Roles: `predictor` (predict), `trainer` (+ train, evaluate, models, jobs), `admin` (+ delete
+models and versions).
 """
 
 
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The JSON predict route first: the hot path is matched before any other route is tried.
     routes: list[APIRouter | BaseRoute] = [PredictJsonRoute()]
     routes += [predictions.router, models.router, jobs.router, health.router, compat.router]
+    roles = RoleTable(routes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # No redirect built from the Host header: /models/ gets a 404 naming /models.
+        redirect_slashes=False,
         docs_url=None,  # install_api_docs serves them without a CDN
         redoc_url=None,
         # FastAPI's OpenTelemetry hooks cost a check per request; /metrics and the request
@@ -87,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # app.add_middleware(...) after create_app goes outside these (README: CORS).
         middleware=[
             Middleware(RequestLogMiddleware, writer=request_log),
-            Middleware(AuthMiddleware, authenticator=authenticator, roles=RoleTable(routes)),
+            Middleware(AuthMiddleware, authenticator=authenticator, roles=roles),
             Middleware(
                 BodyLimitMiddleware,
                 max_upload_bytes=settings.max_upload_bytes,
@@ -102,17 +107,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.router.routes.insert(0, route)  # before FastAPI's /docs routes too
     install_api_docs(app)
     install_error_handlers(app)
-    _document_routes_outside_fastapi(app)
+    _document_routes_outside_fastapi(app, roles)
     return app
 
 
-def _document_routes_outside_fastapi(app: FastAPI) -> None:
-    """FastAPI documents its own routes; the JSON predict endpoint is added by hand."""
+def _document_routes_outside_fastapi(app: FastAPI, roles: RoleTable) -> None:
+    """FastAPI documents its own routes; the JSON predict endpoint is added by hand, and the
+    edge's answers to every route by complete_openapi."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document_predict_json(generate())
+            document = generate()
+            document_predict_json(document)
+            complete_openapi(document, roles)
         return generate()
 
     app.openapi = openapi  # type: ignore[method-assign]

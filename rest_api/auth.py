@@ -327,3 +327,4 @@ class RoleCheck:
 
 NEEDS_PREDICTOR: Any = Depends(RoleCheck(Role.PREDICTOR))
 NEEDS_TRAINER: Any = Depends(RoleCheck(Role.TRAINER))
+NEEDS_ADMIN: Any = Depends(RoleCheck(Role.ADMIN))

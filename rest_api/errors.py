@@ -20,6 +20,8 @@ from starlette.responses import Response
 from starlette.types import Scope, Send
 
 from ML import errors
+from rest_api.body_errors import explain_body_error
+from rest_api.route_lookup import allowed_methods, path_meant
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,12 @@ CODE_BY_STATUS = {
 }
 
 
-class ApiError(Exception):
-    """An HTTP-level failure raised by the REST layer itself (auth, content type, limits)."""
+class ApiError(StarletteHTTPException):
+    """An HTTP-level failure raised by the REST layer itself (auth, content type, limits).
+
+    An HTTPException, so that FastAPI lets it through when it is raised while FastAPI reads
+    a body (a body over the limit): FastAPI turns any other exception there into a bare 400.
+    """
 
     def __init__(
         self,
@@ -69,7 +75,7 @@ class ApiError(Exception):
         details: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(status, message, headers)
         self.status = status
         self.message = message
         self.details = details or []
@@ -178,10 +184,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        explained = explain_body_error(exc)
+        if explained is not None:
+            status, message = explained
+            # The client may still be sending the body it was refused.
+            return error_response(request, status, message, headers={"connection": "close"})
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = exc.headers
+        method, path = request.method, request.url.path
         if exc.status_code == 404 and message == "Not Found":
-            message = f"no route {request.method} {request.url.path}; see /docs"
-        return error_response(request, exc.status_code, message, headers=exc.headers)
+            meant = path_meant(request.app.router.routes, method, path)
+            hint = f"did you mean {meant}?" if meant is not None else "see /docs"
+            message = f"no route {method} {path}; {hint}"
+        elif exc.status_code == 405:
+            allowed = allowed_methods(request.app.router.routes, path)
+            message = f"{method} is not allowed on {path}; it allows {', '.join(allowed)}"
+            headers = {"Allow": ", ".join(allowed)}
+        return error_response(request, exc.status_code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:

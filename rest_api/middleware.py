@@ -17,16 +17,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter
+from python_multipart.multipart import parse_options_header
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rest_api.auth import Authenticator, AuthFailed, RoleCheck, authorize
+from rest_api.body_errors import SEND_A_FORM
 from rest_api.errors import ApiError, send_error
 from rest_api.metrics import PENDING
 from rest_api.request_log import RequestLogWriter
 from rest_api.users import Role
 
 MAX_REQUEST_ID_LENGTH = 128
+MAX_BOUNDARY_LENGTH = 70  # RFC 2046, section 5.1.1
 PUBLIC_PATHS = frozenset({"/", "/health/live", "/health/ready"})
 REALM_HEADER = (b"www-authenticate", b'Basic realm="fastml", charset="UTF-8"')
 # An ASGI scope extension key (namespaced, as the spec asks): the request's headers as a dict.
@@ -198,31 +201,57 @@ class BodyLimitMiddleware:
         content_type = first_header(scope, b"content-type")
         is_upload = content_type is not None and content_type.lower().startswith(b"multipart/")
         limit = self.max_upload_bytes if is_upload else self.max_json_bytes
+        if is_upload and content_type is not None:
+            problem = multipart_boundary_problem(content_type)
+            if problem is not None:
+                await send_error(scope, send, 400, problem)
+                return
         if content_length is not None:
             if not content_length.isdigit():
                 await send_error(scope, send, 400, "Content-Length must be a whole number of bytes")
                 return
             if int(content_length) > limit:
-                kind = "an upload" if is_upload else "a request body"
-                await send_error(
-                    scope,
-                    send,
-                    413,
-                    f"{kind} of {int(content_length)} bytes is over the limit of {limit} bytes"
-                    + (
-                        "; set FASTML_MAX_UPLOAD_BYTES"
-                        if is_upload
-                        else "; send large inputs as a CSV to /predict/csv"
-                    ),
-                )
+                message = over_limit_message(f"of {int(content_length)} bytes", limit, is_upload)
+                await send_error(scope, send, 413, message)
                 return
             await self.app(scope, receive, send)
             return
-        await self.app(scope, _counting(receive, limit), send)
+        await self.app(scope, _counting(receive, limit, is_upload), send)
 
 
-def _counting(receive: Receive, limit: int) -> Receive:
-    """A receive that fails with 413 once a body without Content-Length passes `limit`."""
+def multipart_boundary_problem(content_type: bytes) -> str | None:
+    """Why a multipart Content-Type's boundary is too long to use (python-multipart takes up
+    to 256 characters, no client sends more than 70), or None. A missing boundary is left
+    to the route: a JSON route answers 415, an upload route names the fix."""
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if boundary is not None and len(boundary) > MAX_BOUNDARY_LENGTH:
+        return (
+            f"the multipart boundary is {len(boundary)} characters long; RFC 2046 allows "
+            f"1 to {MAX_BOUNDARY_LENGTH}: {SEND_A_FORM}"
+        )
+    return None
+
+
+def over_limit_message(size: str, limit: int, is_upload: bool) -> str:
+    """What a 413 for a body over its limit says: the sizes, and what to do instead."""
+    if is_upload:
+        return (
+            f"an upload {size} is over the limit of {limit} bytes; send a smaller file, or "
+            "raise FASTML_MAX_UPLOAD_BYTES"
+        )
+    return (
+        f"a request body {size} is over the limit of {limit} bytes; send large inputs as a CSV "
+        "file to /models/{name}/predict/csv, or raise FASTML_MAX_JSON_BYTES"
+    )
+
+
+def _counting(receive: Receive, limit: int, is_upload: bool) -> Receive:
+    """A receive that fails with 413 once a body without Content-Length passes `limit`.
+
+    The route reading the body answers it (FastAPI lets an HTTPException through); the
+    connection is closed after it, as the client may still be sending.
+    """
     received = 0
 
     async def receive_counted() -> Message:
@@ -231,7 +260,11 @@ def _counting(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
-                raise ApiError(413, f"the request body is over the limit of {limit} bytes")
+                raise ApiError(
+                    413,
+                    over_limit_message(f"of more than {limit} bytes", limit, is_upload),
+                    headers={"connection": "close"},
+                )
         return message
 
     return receive_counted

@@ -24,13 +24,22 @@ from rest_api.backend import Backend
 from rest_api.errors import ApiError
 from rest_api.metrics import count_predicted_rows
 from rest_api.middleware import first_header
-from rest_api.schemas import ERROR_RESPONSES, ErrorView, PredictRequest, PredictResponse
+from rest_api.query_keys import refuse_unknown_keys
+from rest_api.schemas import (
+    MODEL_NAME_DESCRIPTION,
+    MODEL_NAME_SCHEMA,
+    ErrorView,
+    PredictRequest,
+    PredictResponse,
+    error_responses,
+)
 from rest_api.users import Role
 
 PATH = "/models/{name}/predict"
 NEEDED_ROLE = Role.PREDICTOR
 JSON_HEADERS = [(b"content-type", b"application/json")]
 PROBA_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
+PROBA_ONLY = frozenset({"proba"})
 PROBA_FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
 # The one description of `proba`, for every route that takes it.
 PROBA_PARAMETER: dict[str, Any] = {
@@ -71,7 +80,7 @@ class PredictJsonEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         authorize(scope["state"].get("user"), NEEDED_ROLE)
-        proba = parse_proba(_query_value(scope["query_string"], "proba"))
+        proba = parse_proba(_proba_query(scope["query_string"]))
         raw_content_type = first_header(scope, b"content-type")
         content_type = None if raw_content_type is None else raw_content_type.decode("latin-1")
         if not is_json(content_type):
@@ -101,9 +110,12 @@ def parse_predict_body(body: bytes, model: ServedModel, max_rows: int) -> ModelI
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise InvalidInput(f"the body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict) or ("rows" in payload) == ("columns" in payload):
+    if not isinstance(payload, dict) or set(payload) not in ({"rows"}, {"columns"}):
+        others = sorted(set(payload) - {"rows", "columns"}) if isinstance(payload, dict) else []
         raise InvalidInput(
-            'send {"rows": [{"feature": value, ...}, ...]} or {"columns": {"feature": [values]}}'
+            (f"unexpected keys {', '.join(map(repr, others))[:200]}; " if others else "")
+            + 'send {"rows": [{"feature": value, ...}, ...]} or {"columns": {"feature": [values]}}'
+            + (" (probabilities: ?proba=true)" if "proba" in others else "")
         )
     if "rows" in payload:
         rows = payload["rows"]
@@ -127,15 +139,14 @@ def _check_row_count(count: int, max_rows: int) -> None:
         )
 
 
-def _query_value(query_string: bytes, key: str) -> str | None:
-    """The last value of `key`, as Starlette's QueryParams.get gives it."""
+def _proba_query(query_string: bytes) -> str | None:
+    """The last value of `proba`, as Starlette's QueryParams.get gives it; any other key is
+    refused, like the FastAPI routes' (rest_api/query_keys.py)."""
     if not query_string:
         return None
-    found = None
-    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-        if name == key:
-            found = value
-    return found
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    refuse_unknown_keys((name for name, _ in pairs), PROBA_ONLY)
+    return pairs[-1][1] if pairs else None
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -180,17 +191,21 @@ def document_predict_json(openapi: dict[str, Any]) -> None:
     openapi["components"].setdefault("securitySchemes", {}).setdefault(
         "HTTPBasic", {"type": "http", "scheme": "basic"}
     )
-    errors = {
-        **ERROR_RESPONSES,
-        415: {"description": "Content-Type is not application/json"},
-    }
+    # The edge's answers (401, 413, 422, ...) are added to every route by openapi_document.
+    errors = error_responses(404, 409, 415)
     openapi["paths"].setdefault(PATH, {})["post"] = {
         "tags": ["predictions"],
         "summary": "Predict labels for JSON rows (or columns)",
         "operationId": "predict_json",
         "security": [{"HTTPBasic": []}],
         "parameters": [
-            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "description": MODEL_NAME_DESCRIPTION,
+                "schema": MODEL_NAME_SCHEMA,
+            },
             PROBA_PARAMETER,
         ],
         "requestBody": {

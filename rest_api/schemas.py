@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from ML.jobs import JobRecord, JobStatus
-from ML.model_store import ModelInfo, VersionInfo
+from ML.model_store import NAME_PATTERN, ModelInfo, VersionInfo
 
 Scalar = float | int | str | bool | None
+
+MODEL_NAME_DESCRIPTION = "1-64 characters a-z 0-9 _ -, starting with a letter or digit"
+# Documented, not enforced here: the store's check_name refuses any other name with a 422
+# that says what a name may be (FastAPI's own would only quote the pattern).
+MODEL_NAME_SCHEMA: dict[str, Any] = {"type": "string", "pattern": NAME_PATTERN.pattern}
+ModelName = Annotated[
+    str,
+    Path(
+        description=MODEL_NAME_DESCRIPTION,
+        json_schema_extra={"pattern": NAME_PATTERN.pattern},
+        examples=["iris"],
+    ),
+]
 
 
 class ErrorDetail(BaseModel):
@@ -158,15 +172,26 @@ IRIS_ROW: dict[str, Any] = {
 }
 
 
-class PredictRequest(BaseModel):
-    """Either `rows` (one object per row) or `columns` (one list per feature)."""
+class RowsInput(BaseModel):
+    """One object per row, feature name to value."""
 
-    # One example of the whole body: Swagger's "Try it out" would otherwise fill in both
-    # keys, which the route refuses.
+    model_config = ConfigDict(extra="forbid")
+    rows: list[dict[str, Scalar]] = Field(examples=[[IRIS_ROW]])
+
+
+class ColumnsInput(BaseModel):
+    """One list per feature, all of the same length."""
+
+    model_config = ConfigDict(extra="forbid")
+    columns: dict[str, list[Scalar]] = Field(examples=[{k: [v] for k, v in IRIS_ROW.items()}])
+
+
+class PredictRequest(RootModel[RowsInput | ColumnsInput]):
+    """Either `rows` or `columns`, never both, nothing else (the route refuses other keys)."""
+
+    # One example of the whole body: Swagger's "Try it out" would otherwise build one from
+    # both alternatives, which the route refuses.
     model_config = ConfigDict(json_schema_extra={"examples": [{"rows": [IRIS_ROW]}]})
-
-    rows: list[dict[str, Scalar]] | None = Field(default=None, examples=[[IRIS_ROW]])
-    columns: dict[str, list[Scalar]] | None = None
 
 
 class PredictResponse(BaseModel):
@@ -195,14 +220,28 @@ class CompatResponse(BaseModel):
     output: str = Field(examples=["Test accuracy : 97.78 %"])
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorView, "description": description}
-    for status, description in {
-        401: "No or wrong credentials",
-        403: "The user's role may not do this",
-        404: "Unknown model, version or job",
-        413: "Over a size limit",
-        422: "Invalid input; the message and details say what to fix",
-        429: "Too many failed logins; see Retry-After",
-    }.items()
+# Every error status a route may answer and what it means: routes list those of their own
+# domain with `error_responses(404, 409)`; rest_api/openapi_document.py adds the edge's
+# (401, 403, 429 and 503 of logins; 400, 413 and 422 of bodies and parameters) to every route.
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Malformed request: a body, form or header that cannot be parsed",
+    401: "No or wrong credentials",
+    403: "The user's role may not do this",
+    404: "Unknown model, version or job",
+    409: "The model, version or job cannot do this in its present state",
+    413: "Over a size limit: body, upload, form field or rows",
+    415: "Content-Type is not application/json",
+    422: "Invalid input; the message and details say what to fix",
+    429: "Too many failed logins; see Retry-After",
+    503: "The model store, the job database or the login counters are unavailable; retry",
+    504: "Training is still running; poll the job",
+    507: "No space left on the server's disk",
 }
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route or router: these statuses, each with the JSON error shape."""
+    return {
+        status: {"model": ErrorView, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }

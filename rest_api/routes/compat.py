@@ -6,6 +6,8 @@ is a real HTTP error status, with the same shape.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from starlette.responses import JSONResponse
 
@@ -15,12 +17,34 @@ from ML.jobs import JobStatus, TrainingJobOptions
 from rest_api.auth import NEEDS_PREDICTOR, NEEDS_TRAINER
 from rest_api.backend import BackendDep
 from rest_api.errors import status_and_code
-from rest_api.schemas import CompatResponse
+from rest_api.query_keys import KNOWN_QUERY_KEYS_ONLY
+from rest_api.schemas import ERROR_DESCRIPTIONS, CompatResponse
 from rest_api.uploads import UPLOAD_FORM_LIMITS, CsvFile, TargetVariable
 
-router = APIRouter(tags=["fast-ml compatibility"], form_limits=UPLOAD_FORM_LIMITS)
+router = APIRouter(
+    tags=["fast-ml compatibility"],
+    form_limits=UPLOAD_FORM_LIMITS,
+    dependencies=[KNOWN_QUERY_KEYS_ONLY],
+)
 DEFAULT_MODEL = "default"
 TRAIN_TIMEOUT_SECONDS = 3600.0
+
+
+def compat_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Errors of the model or data answer in the fast-ml shape, those of the edge and of
+    FastAPI's parsing in ours: either may come with these statuses."""
+    either = {"anyOf": [{"$ref": f"#/components/schemas/{name}"} for name in COMPAT_ERROR_SHAPES]}
+    return {
+        status: {
+            "description": ERROR_DESCRIPTIONS[status],
+            "content": {"application/json": {"schema": either}},
+        }
+        for status in statuses
+    }
+
+
+COMPAT_ERROR_SHAPES = ("CompatResponse", "ErrorView")
+ERRORS = (404, 409, 413, 422, 503, 507)
 
 
 def compat_answer(status: int, output: str) -> JSONResponse:
@@ -34,6 +58,7 @@ def compat_answer(status: int, output: str) -> JSONResponse:
     "/train_model",
     response_model=CompatResponse,
     dependencies=[NEEDS_TRAINER],
+    responses=compat_error_responses(*ERRORS, 504),
     summary="fast-ml: train the 'default' model and wait for it",
 )
 async def train_model(
@@ -62,6 +87,7 @@ async def train_model(
     "/get_prediction",
     response_model=CompatResponse,
     dependencies=[NEEDS_PREDICTOR],
+    responses=compat_error_responses(*ERRORS),
     summary="fast-ml: accuracy of the 'default' model on a labelled CSV",
 )
 async def get_prediction(

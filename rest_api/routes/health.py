@@ -7,13 +7,14 @@ import shutil
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ML.errors import StorageFull, StoreUnavailable
 from ML.jobs import FULL_DISK_BYTES
 from rest_api.auth import NEEDS_PREDICTOR
 from rest_api.backend import Backend, BackendDep
 from rest_api.metrics import render_metrics
+from rest_api.query_keys import KNOWN_QUERY_KEYS_ONLY
 from rest_api.schemas import HealthView, RootView
 
 router = APIRouter(tags=["health"])
@@ -81,10 +82,12 @@ def _readiness_checks(backend: Backend) -> dict[str, str]:
 
 @router.get(
     "/metrics",
-    dependencies=[NEEDS_PREDICTOR],
+    dependencies=[NEEDS_PREDICTOR, KNOWN_QUERY_KEYS_ONLY],
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     summary="Prometheus metrics of every worker",
     tags=["operations"],
 )
-async def metrics() -> Response:
+async def metrics() -> PlainTextResponse:
     body, content_type = render_metrics()
-    return Response(body, media_type=content_type)
+    return PlainTextResponse(body, media_type=content_type)

@@ -6,9 +6,15 @@ from fastapi import APIRouter, Query
 
 from rest_api.auth import NEEDS_TRAINER
 from rest_api.backend import BackendDep
-from rest_api.schemas import ERROR_RESPONSES, JobList, JobView
+from rest_api.query_keys import KNOWN_QUERY_KEYS_ONLY
+from rest_api.schemas import JobList, JobView, error_responses
 
-router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES, dependencies=[NEEDS_TRAINER])
+# Every job route reads the job database: 507 when it cannot be opened for a full disk.
+router = APIRouter(
+    tags=["jobs"],
+    responses=error_responses(507),
+    dependencies=[NEEDS_TRAINER, KNOWN_QUERY_KEYS_ONLY],
+)
 
 
 @router.get("/jobs", response_model=JobList, summary="Recent jobs, newest first")
@@ -21,11 +27,21 @@ def list_jobs(
     return JobList(jobs=[JobView.from_record(job) for job in jobs])
 
 
-@router.get("/jobs/{job_id}", response_model=JobView, summary="A job's status and result")
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobView,
+    responses=error_responses(404),
+    summary="A job's status and result",
+)
 def get_job(job_id: str, backend: BackendDep) -> JobView:
     return JobView.from_record(backend.jobs.get(job_id))
 
 
-@router.delete("/jobs/{job_id}", response_model=JobView, summary="Cancel a queued job")
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobView,
+    responses=error_responses(404, 409),
+    summary="Cancel a queued job",
+)
 def cancel_job(job_id: str, backend: BackendDep) -> JobView:
     return JobView.from_record(backend.jobs.cancel(job_id))

@@ -14,29 +14,31 @@ from ML.errors import InvalidParams
 from ML.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 from ML.jobs import TrainingJobOptions
 from ML.model_store import check_name
-from ML.training import TrainingOptions, validate_options
-from rest_api.auth import NEEDS_TRAINER
+from ML.training import MAX_FOLDS, MIN_FOLDS, TrainingOptions, validate_options
+from rest_api.auth import NEEDS_ADMIN, NEEDS_TRAINER
 from rest_api.backend import BackendDep
+from rest_api.query_keys import KNOWN_QUERY_KEYS_ONLY
 from rest_api.schemas import (
-    ERROR_RESPONSES,
     EvaluationView,
     JobView,
     ModelList,
+    ModelName,
     ModelSummary,
     ModelView,
     PromoteRequest,
     VersionView,
+    error_responses,
 )
 from rest_api.uploads import UPLOAD_FORM_LIMITS, CsvFile, TargetVariable
 
 router = APIRouter(
     tags=["models"],
-    responses=ERROR_RESPONSES,
     form_limits=UPLOAD_FORM_LIMITS,
-    dependencies=[NEEDS_TRAINER],
+    dependencies=[NEEDS_TRAINER, KNOWN_QUERY_KEYS_ONLY],
 )
 
 _VERSION_TEXT = re.compile(r"0|[1-9][0-9]{0,17}")
+MAX_VERSION = 10**18 - 1
 
 
 def _strict_version(value: Any) -> Any:
@@ -46,7 +48,12 @@ def _strict_version(value: Any) -> Any:
     return value
 
 
-VersionNumber = Annotated[int, BeforeValidator(_strict_version), Path(description="e.g. 2")]
+VersionNumber = Annotated[
+    int,
+    BeforeValidator(_strict_version),
+    # Documented, not enforced: the 422 for any other text is _strict_version's.
+    Path(description="e.g. 2", json_schema_extra={"minimum": 0, "maximum": MAX_VERSION}),
+]
 
 
 def parse_training_form(
@@ -85,22 +92,34 @@ def parse_training_form(
     "/models/{name}/train",
     status_code=202,
     response_model=JobView,
+    responses=error_responses(409, 507),
     summary="Train a new version from a CSV (asynchronous job)",
 )
 async def train(
-    name: str,
+    name: ModelName,
     csv_file: CsvFile,
     target_variable: TargetVariable,
     backend: BackendDep,
     estimator: Annotated[
-        str, Form(description=f"one of: {', '.join(ESTIMATORS)}")
+        str, Form(description="the classifier", json_schema_extra={"enum": list(ESTIMATORS)})
     ] = DEFAULT_ESTIMATOR,
     params: Annotated[
         str | None, Form(description='hyperparameters as a JSON object, e.g. {"n_estimators": 200}')
     ] = None,
-    test_size: Annotated[float | None, Form(description="holdout fraction, default 0.2")] = None,
+    # The bounds are documented here and checked by validate_options, whose 422 names them.
+    test_size: Annotated[
+        float | None,
+        Form(
+            description="holdout fraction, default 0.2",
+            json_schema_extra={"exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        ),
+    ] = None,
     cv: Annotated[
-        int | None, Form(description="k-fold cross-validation instead of holdout")
+        int | None,
+        Form(
+            description="k-fold cross-validation instead of holdout (not with test_size)",
+            json_schema_extra={"minimum": MIN_FOLDS, "maximum": MAX_FOLDS},
+        ),
     ] = None,
     promote: Annotated[bool, Form(description="make the new version current")] = True,
 ) -> JSONResponse:
@@ -126,50 +145,67 @@ def list_models(backend: BackendDep) -> ModelList:
     return ModelList(models=[ModelSummary.from_info(info) for info in backend.store.list_models()])
 
 
-@router.get("/models/{name}", response_model=ModelView, summary="A model's versions and metadata")
-def get_model(name: str, backend: BackendDep) -> ModelView:
+@router.get(
+    "/models/{name}",
+    response_model=ModelView,
+    responses=error_responses(404),
+    summary="A model's versions and metadata",
+)
+def get_model(name: ModelName, backend: BackendDep) -> ModelView:
     return ModelView.from_info(backend.store.get_model(name))
 
 
 @router.get(
     "/models/{name}/versions/{version}",
     response_model=VersionView,
+    responses=error_responses(404),
     summary="One version's metadata and metrics",
 )
-def get_version(name: str, version: VersionNumber, backend: BackendDep) -> VersionView:
+def get_version(name: ModelName, version: VersionNumber, backend: BackendDep) -> VersionView:
     return VersionView.from_info(backend.store.get_version(name, version))
 
 
 @router.put(
     "/models/{name}/current",
     response_model=VersionView,
+    responses=error_responses(404, 409, 507),
     summary="Promote or roll back: choose which version serves predictions",
 )
-def set_current(name: str, body: PromoteRequest, backend: BackendDep) -> VersionView:
+def set_current(name: ModelName, body: PromoteRequest, backend: BackendDep) -> VersionView:
     return VersionView.from_info(backend.store.set_current(name, body.version))
 
 
-@router.delete("/models/{name}", status_code=204, summary="Delete a model and all its versions")
-def delete_model(name: str, backend: BackendDep) -> None:
+# Deleting cannot be undone: only an admin may (training and promoting leave every version).
+@router.delete(
+    "/models/{name}",
+    status_code=204,
+    dependencies=[NEEDS_ADMIN],
+    responses=error_responses(404, 409, 507),
+    summary="Delete a model and all its versions (admin)",
+)
+def delete_model(name: ModelName, backend: BackendDep) -> None:
     backend.store.delete_model(name)
 
 
 @router.delete(
     "/models/{name}/versions/{version}",
     status_code=204,
-    summary="Delete one version (not the current one while others exist)",
+    dependencies=[NEEDS_ADMIN],
+    responses=error_responses(404, 409, 507),
+    summary="Delete one version, not the current one while others exist (admin)",
 )
-def delete_version(name: str, version: VersionNumber, backend: BackendDep) -> None:
+def delete_version(name: ModelName, version: VersionNumber, backend: BackendDep) -> None:
     backend.store.delete_version(name, version)
 
 
 @router.post(
     "/models/{name}/evaluate",
     response_model=EvaluationView,
+    responses=error_responses(404, 409),
     summary="Metrics of the current version on a labelled CSV",
 )
 async def evaluate(
-    name: str, csv_file: CsvFile, target_variable: TargetVariable, backend: BackendDep
+    name: ModelName, csv_file: CsvFile, target_variable: TargetVariable, backend: BackendDep
 ) -> EvaluationView:
     model, metrics = await backend.evaluate(name, csv_file.file, target_variable)
     return EvaluationView(model=model.name, version=model.version, metrics=metrics)

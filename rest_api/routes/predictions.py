@@ -17,14 +17,15 @@ from rest_api.auth import NEEDS_PREDICTOR
 from rest_api.backend import BackendDep
 from rest_api.metrics import count_predicted_rows
 from rest_api.predict_json import PROBA_PARAMETER, parse_proba
-from rest_api.schemas import ERROR_RESPONSES
+from rest_api.query_keys import KNOWN_QUERY_KEYS_ONLY
+from rest_api.schemas import ModelName, error_responses
 from rest_api.uploads import UPLOAD_FORM_LIMITS, CsvFile
 
 router = APIRouter(
     tags=["predictions"],
-    responses=ERROR_RESPONSES,
+    responses=error_responses(404, 409),
     form_limits=UPLOAD_FORM_LIMITS,
-    dependencies=[NEEDS_PREDICTOR],
+    dependencies=[NEEDS_PREDICTOR, KNOWN_QUERY_KEYS_ONLY],
 )
 
 
@@ -40,7 +41,7 @@ def proba_flag(proba: Annotated[str | None, Query(include_in_schema=False)] = No
     summary="Predict a CSV file; answers the same rows as CSV with a prediction column",
 )
 async def predict_csv(
-    name: str,
+    name: ModelName,
     csv_file: CsvFile,
     backend: BackendDep,
     proba: Annotated[bool, Depends(proba_flag)],

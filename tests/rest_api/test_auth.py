@@ -129,3 +129,22 @@ def test_a_role_that_may_not_upload_is_refused_before_reading(client: TestClient
     # Routes a predictor may call, and unknown routes, are not refused at the edge.
     assert client.get("/metrics", headers=basic_auth(PREDICTOR)).status_code == 200
     assert client.get("/no/such/route", headers=basic_auth(PREDICTOR)).status_code == 404
+
+
+def test_only_an_admin_may_delete_models_and_versions(
+    client: TestClient, iris_model: dict[str, Any]
+) -> None:
+    trainer = basic_auth(TRAINER)
+    for path in ["/models/iris/versions/1", "/models/iris"]:
+        refused = client.delete(path, headers=trainer)
+        assert refused.status_code == 403, path
+        assert refused.json()["error"]["message"] == (
+            "user 'tina' has role trainer; this needs admin"
+        )
+        assert refused.headers["connection"] == "close"  # refused at the edge
+    assert client.get("/models/iris", headers=trainer).json()["current_version"] == 1
+    # The trainer may still promote; the admin (the client's own user) may delete.
+    assert (
+        client.put("/models/iris/current", json={"version": 1}, headers=trainer).status_code == 200
+    )
+    assert client.delete("/models/iris").status_code == 204

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -125,9 +126,28 @@ def test_swagger_documents_what_runs(iris_client: TestClient) -> None:
     error = operation["responses"]["422"]["content"]["application/json"]["schema"]
     for reference in (body, answer, error):
         assert reference["$ref"].removeprefix("#/components/schemas/") in schemas
-    assert set(schemas["PredictRequest"]["properties"]) == {"rows", "columns"}
-    assert {"401", "403", "404", "413", "415", "422"} <= set(operation["responses"])
+    alternatives = [ref["$ref"].rsplit("/", 1)[-1] for ref in schemas["PredictRequest"]["anyOf"]]
+    assert [set(schemas[name]["properties"]) for name in alternatives] == [{"rows"}, {"columns"}]
+    assert all(schemas[name]["additionalProperties"] is False for name in alternatives)
+    assert {"401", "404", "413", "415", "422", "429", "503"} <= set(operation["responses"])
+    assert "403" not in operation["responses"]  # every role may predict
     # The CSV route shows the very same proba parameter.
     csv_operation = openapi["paths"]["/models/{name}/predict/csv"]["post"]
     csv_parameters = {parameter["name"]: parameter for parameter in csv_operation["parameters"]}
     assert csv_parameters["proba"] == parameters["proba"]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"rows": [ROW], "proba": True}, "unexpected keys 'proba'"),
+        ({"rows": [ROW], "columns": None}, 'send {"rows"'),
+        ({"columns": None}, '"columns" must be an object of lists'),
+    ],
+)
+def test_a_body_is_exactly_rows_or_columns(
+    iris_client: TestClient, body: dict[str, Any], words: str
+) -> None:
+    answer = iris_client.post(URL, json=body)
+    assert answer.status_code == 422, answer.text
+    assert words in answer.json()["error"]["message"]

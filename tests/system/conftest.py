@@ -9,6 +9,7 @@ import pytest
 
 from testing.fastml_api import train
 from testing.servers import Server, start_server, stop_server
+from tests.iris import IRIS_DIR
 
 
 @pytest.fixture
@@ -21,18 +22,23 @@ def server(tmp_path: Path) -> Iterator[Server]:
         stop_server(running)
 
 
+def serving_iris(work_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A server of `extra_env` serving iris version 1, trained through the API; for fixtures."""
+    running = start_server(work_dir, extra_env)
+    try:
+        with running.client() as client:
+            job = train(client, "iris", IRIS_DIR / "train.csv")
+        assert job["status"] == "succeeded", job
+        yield running
+    finally:
+        stop_server(running)
+
+
 @pytest.fixture(scope="session")
-def iris_server(tmp_path_factory: pytest.TempPathFactory, iris_train_csv: Path) -> Iterator[Server]:
+def iris_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server per session serving iris version 1, for tests that only predict.
 
     A test may add other models to it but must not change, promote or delete iris, nor send
     wrong passwords for the admin (the login throttle would lock the others out).
     """
-    running = start_server(tmp_path_factory.mktemp("iris-server"))
-    try:
-        with running.client() as client:
-            job = train(client, "iris", iris_train_csv)
-        assert job["status"] == "succeeded", job
-        yield running
-    finally:
-        stop_server(running)
+    yield from serving_iris(tmp_path_factory.mktemp("iris-server"))
