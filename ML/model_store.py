@@ -33,7 +33,7 @@ from ML.errors import (
 from ML.model_signing import ARTIFACT_MISMATCH as ARTIFACT_MISMATCH
 from ML.model_signing import ARTIFACT_MISSING as ARTIFACT_MISSING
 from ML.model_signing import SIGNATURE_MISMATCH as SIGNATURE_MISMATCH
-from ML.model_signing import ArtifactSigner, Document, json_round_trip
+from ML.model_signing import ArtifactSigner, Document, FileStamp, file_stamp, json_round_trip
 from ML.secret_key import SECRET_FILE_NAME, load_or_create_secret
 
 if TYPE_CHECKING:
@@ -97,6 +97,11 @@ class ModelInfo:
     name: str
     current_version: int | None
     versions: list[VersionInfo]
+
+
+# The stamps of a version's artifact and metadata.json (None for a missing file): when
+# neither changed, the bytes verified when the version was loaded are still the ones on disk.
+VersionStamp = tuple[FileStamp | None, FileStamp | None]
 
 
 @dataclass(frozen=True)
@@ -359,25 +364,56 @@ class ModelStore:
                 data = (self._version_dir(name, version) / ARTIFACT_FILE).read_bytes()
             problem = self._signer.artifact_problem(document.fields, data)
         if problem is not None or data is None:
-            raise ModelUnusable(f"model '{name}' version {version} is unusable: {problem}")
+            raise self._unusable(name, version, f"is unusable: {problem}")
         # The bytes just verified are the bytes unpickled: no window to swap the file.
         try:
             pipeline = joblib.load(io.BytesIO(data))
         except Exception as exc:
-            raise ModelUnusable(
-                f"model '{name}' version {version} could not be loaded "
-                f"({type(exc).__name__}: {exc}); retrain the model"
+            raise self._unusable(
+                name,
+                version,
+                f"could not be loaded ({type(exc).__name__}: {exc}); retrain the model",
             ) from exc
         return LoadedModel(name, version, pipeline, document.fields["metadata"])
 
     def load_current(self, name: str) -> LoadedModel:
+        return self.load_version(name, self.require_current_version(name))
+
+    def require_current_version(self, name: str) -> int:
+        """The current version; ModelNotFound when there is no model or no current version."""
         version = self.current_version(name)
         if version is None:
             versions = ", ".join(str(v) for v in self._published_versions(name))
             raise ModelNotFound(
                 f"model '{name}' has no current version; promote one of versions {versions}"
             )
-        return self.load_version(name, version)
+        return version
+
+    def version_stamp(self, name: str, version: int) -> VersionStamp:
+        """Two stats, cheap enough to poll: a change means the files must be verified again.
+
+        Taken before a version is read, so a change during the read shows at the next look.
+        """
+        version_dir = self._version_dir(name, version)
+        return file_stamp(version_dir / ARTIFACT_FILE), file_stamp(version_dir / METADATA_FILE)
+
+    def unusable_current_versions(self) -> dict[str, ModelUnusable]:
+        """Every model whose current version would not load, and why (nothing is unpickled).
+
+        The artifacts' digests are remembered while their stamps stay the same, so asking
+        again costs a few stats and small reads per model.
+        """
+        self.require_available()
+        unusable = {}
+        for name in self._model_names():
+            current = self._read_current(name)
+            if current is None or not self._is_published(name, current):
+                continue
+            with contextlib.suppress(ModelNotFound):  # deleted while we look
+                problem = self._version_problem(name, current)
+                if problem is not None:
+                    unusable[name] = self._unusable(name, current, f"is unusable: {problem}")
+        return unusable
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -517,6 +553,32 @@ class ModelStore:
                 _version_not_found(name, version, self._published_versions(name))
             ) from None
         return self._signer.parse_document(raw, name, version)
+
+    def _version_problem(self, name: str, version: int) -> str | None:
+        """Why a version would not load, or None; hashes the artifact only when it changed."""
+        document = self._read_document(name, version)
+        artifact_path = self._version_dir(name, version) / ARTIFACT_FILE
+        return document.problem or self._signer.artifact_file_problem(
+            document.fields, artifact_path
+        )
+
+    def _unusable(self, name: str, version: int, what: str) -> ModelUnusable:
+        """The error for a version that must not load, naming the version to roll back to."""
+        rollback = None
+        for other in reversed(self._published_versions(name)):
+            with contextlib.suppress(ModelNotFound):
+                if other != version and self._version_problem(name, other) is None:
+                    rollback = other
+                    break
+        if rollback is not None:
+            advice = f"version {rollback} is the newest usable one: make it current to roll back"
+        else:
+            advice = "no other version is usable: train the model again"
+        return ModelUnusable(
+            f"model '{name}' version {version} {what}; {advice}",
+            model_name=name,
+            rollback_version=rollback,
+        )
 
     def _version_info(self, name: str, version: int, *, is_current: bool) -> VersionInfo:
         """Describe a version and whether it would load, without unpickling anything."""

@@ -294,6 +294,27 @@ def test_flipped_artifact_byte_makes_the_version_unusable(
         store.load_current("iris")
 
 
+def test_unusable_current_versions_name_the_newest_usable_version(
+    store: ModelStore, pipeline: Pipeline
+) -> None:
+    for _ in range(3):
+        store.save_version("iris", pipeline, METADATA)
+    store.save_version("other", pipeline, METADATA)
+    assert store.unusable_current_versions() == {}
+    for version in (2, 3):
+        artifact = _artifact_path(store, "iris", version)
+        artifact.write_bytes(artifact.read_bytes()[:-1])  # truncated
+
+    unusable = store.unusable_current_versions()
+
+    assert list(unusable) == ["iris"]
+    assert unusable["iris"].rollback_version == 1
+    assert unusable["iris"].message == (
+        f"model 'iris' version 3 is unusable: {ARTIFACT_MISMATCH}; "
+        "version 1 is the newest usable one: make it current to roll back"
+    )
+
+
 def test_payload_signed_with_another_key_is_never_unpickled(tmp_path: Path, marker: Path) -> None:
     root_dir = tmp_path / "models"
     ModelStore(root_dir, OTHER_KEY).save_version("evil", TouchOnLoad(marker), {})
