@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import io
 import json
 import logging
@@ -34,7 +35,7 @@ from ML.model_signing import ARTIFACT_MISMATCH as ARTIFACT_MISMATCH
 from ML.model_signing import ARTIFACT_MISSING as ARTIFACT_MISSING
 from ML.model_signing import SIGNATURE_MISMATCH as SIGNATURE_MISMATCH
 from ML.model_signing import ArtifactSigner, Document, FileStamp, file_stamp, json_round_trip
-from ML.secret_key import SECRET_FILE_NAME, load_or_create_secret
+from ML.secret_key import load_or_create_secret, load_secret
 
 if TYPE_CHECKING:
     from ML.config import Settings
@@ -57,16 +58,20 @@ MAX_RESERVE_ATTEMPTS = 100
 def open_model_store(settings: Settings, *, create: bool) -> ModelStore:
     """The store at `settings.model_dir`, signed with the server's key.
 
-    create=True only when a server starts; at run time (a job process) a store, or the
-    key file beside it, that went missing is reported and never replaced by a fresh one.
+    create=True only when a server starts (and settings.create_store allows it). Otherwise
+    nothing is ever created: a store, or the key file beside it, that is missing (moved
+    away at run time, or when a worker starts) answers StoreUnavailable, and the same
+    object works again once they are back.
     """
     configured = settings.secret_key.get_secret_value() if settings.secret_key else None
-    if not create:
-        key_path = settings.resolved_state_dir / SECRET_FILE_NAME
-        if not _store_exists(settings.model_dir) or not (configured or key_path.is_file()):
-            raise StoreUnavailable(_unavailable_message(settings.model_dir))
-    key = load_or_create_secret(configured, settings.resolved_state_dir)
-    return ModelStore(settings.model_dir, key, create=create)
+    if create and settings.create_store:
+        key = load_or_create_secret(configured, settings.resolved_state_dir)
+        return ModelStore(settings.model_dir, key, create=True)
+    return ModelStore(
+        settings.model_dir,
+        functools.partial(load_secret, configured, settings.resolved_state_dir),
+        create=False,
+    )
 
 
 def check_name(name: str) -> str:
@@ -130,17 +135,28 @@ class ModelStore:
     versions exist or which one is current take a per-model file lock.
     """
 
-    def __init__(self, root_dir: Path, secret_key: bytes, *, create: bool = True) -> None:
-        """Open the store at `root_dir`; `create=False` (job processes) never makes one:
-        a folder that went away at run time must not come back empty over the real one."""
+    def __init__(
+        self, root_dir: Path, secret_key: bytes | Callable[[], bytes], *, create: bool = True
+    ) -> None:
+        """Open the store at `root_dir`; `create=False` never makes one: a folder that went
+        away must not come back empty over the real one. `secret_key` may be a function,
+        called at first use (it raises StoreUnavailable while the key cannot be read)."""
         if not secret_key:
             raise ValueError("secret_key is empty; pass the key from load_or_create_secret")
         self.root_dir = root_dir
-        self._signer = ArtifactSigner(secret_key)
+        self._load_key = secret_key if callable(secret_key) else lambda: secret_key
+        self._loaded_signer = None if callable(secret_key) else ArtifactSigner(secret_key)
         if create:
             (root_dir / STORE_STATE_DIR).mkdir(parents=True, exist_ok=True)
-        else:
+
+    @property
+    def _signer(self) -> ArtifactSigner:
+        signer = self._loaded_signer
+        if signer is None:
             self.require_available()
+            # Two threads may both read the key here: the same key, so either signer will do.
+            signer = self._loaded_signer = ArtifactSigner(self._load_key())
+        return signer
 
     # -- writing -----------------------------------------------------------------------------
 

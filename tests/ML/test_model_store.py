@@ -595,9 +595,11 @@ def test_a_store_moved_away_is_unavailable_not_empty_and_is_not_recreated(
             read()
     with pytest.raises(StoreUnavailable):
         store.save_version("iris", pipeline, METADATA)
+    opened_meanwhile = ModelStore(store.root_dir, KEY, create=False)  # a worker starting
     with pytest.raises(StoreUnavailable):
-        ModelStore(store.root_dir, KEY, create=False)
+        opened_meanwhile.list_models()
     assert not store.root_dir.exists()
 
     moved.rename(store.root_dir)
     assert store.current_version("iris") == 1
+    assert opened_meanwhile.load_current("iris").version == 1
