@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from ML.config import Settings
 from ML.errors import FastMLError
@@ -31,5 +32,5 @@ def create_storage(settings: Settings) -> None:
         # No connection may stay open across the fork of the workers (SQLite's rule).
         SQLiteFailureCounters(settings.login_failures_db_path, LoginLimits()).close()
         load_users(settings, new_hasher())  # writes the generated admin's password file
-    except (FastMLError, OSError) as exc:
+    except (FastMLError, OSError, sqlite3.Error) as exc:
         logger.warning("could not create the server's storage: %s", exc)
