@@ -570,13 +570,18 @@ class ModelStore:
             ) from None
         return self._signer.parse_document(raw, name, version)
 
-    def _version_problem(self, name: str, version: int) -> str | None:
-        """Why a version would not load, or None; hashes the artifact only when it changed."""
+    def _checked_document(self, name: str, version: int) -> tuple[Document, str | None]:
+        """The version's metadata and why it would not load (None when it would), without
+        unpickling anything; the artifact is hashed again only when its stamp changed."""
         document = self._read_document(name, version)
         artifact_path = self._version_dir(name, version) / ARTIFACT_FILE
-        return document.problem or self._signer.artifact_file_problem(
+        problem = document.problem or self._signer.artifact_file_problem(
             document.fields, artifact_path
         )
+        return document, problem
+
+    def _version_problem(self, name: str, version: int) -> str | None:
+        return self._checked_document(name, version)[1]
 
     def _unusable(self, name: str, version: int, what: str) -> ModelUnusable:
         """The error for a version that must not load, naming the version to roll back to."""
@@ -598,15 +603,11 @@ class ModelStore:
 
     def _version_info(self, name: str, version: int, *, is_current: bool) -> VersionInfo:
         """Describe a version and whether it would load, without unpickling anything."""
-        document = self._read_document(name, version)
-        artifact_path = self._version_dir(name, version) / ARTIFACT_FILE
+        document, problem = self._checked_document(name, version)
         try:
-            size = artifact_path.stat().st_size
+            size = (self._version_dir(name, version) / ARTIFACT_FILE).stat().st_size
         except FileNotFoundError:
             size = 0
-        problem = document.problem or self._signer.artifact_file_problem(
-            document.fields, artifact_path
-        )
         metadata = document.fields.get("metadata")
         created_at = document.fields.get("created_at")
         return VersionInfo(
