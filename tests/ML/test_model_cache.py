@@ -53,6 +53,13 @@ def test_a_deleted_model_is_dropped(tmp_path: Path, trained: TrainedModel) -> No
     assert cache.cached("iris") is None
 
 
+def store_with_iris(tmp_path: Path, trained: TrainedModel, versions: int) -> ModelStore:
+    store = ModelStore(tmp_path / "models", KEY)
+    for _ in range(versions):
+        store.save_version("iris", trained.pipeline, trained.metadata)
+    return store
+
+
 def flip_a_byte(path: Path) -> bytes:
     """Change one byte of `path` in place (same size, same inode); return the original bytes."""
     original = path.read_bytes()
@@ -69,9 +76,7 @@ def artifact_of(store: ModelStore, name: str, version: int) -> Path:
 def test_an_artifact_changed_after_loading_is_refused_naming_the_rollback(
     tmp_path: Path, trained: TrainedModel, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = ModelStore(tmp_path / "models", KEY)
-    store.save_version("iris", trained.pipeline, trained.metadata)
-    store.save_version("iris", trained.pipeline, trained.metadata)
+    store = store_with_iris(tmp_path, trained, versions=2)
     cache = ModelCache(store)
     assert cache.load("iris").version == 2
     original = flip_a_byte(artifact_of(store, "iris", 2))
@@ -97,9 +102,7 @@ def test_an_artifact_changed_after_loading_is_refused_naming_the_rollback(
 def test_every_worker_gives_the_same_answer_for_a_changed_version(
     tmp_path: Path, trained: TrainedModel
 ) -> None:
-    store = ModelStore(tmp_path / "models", KEY)
-    store.save_version("iris", trained.pipeline, trained.metadata)
-    store.save_version("iris", trained.pipeline, trained.metadata)
+    store = store_with_iris(tmp_path, trained, versions=2)
     had_loaded_it = ModelCache(store)
     had_loaded_it.load("iris")
     flip_a_byte(artifact_of(store, "iris", 2))
@@ -124,8 +127,7 @@ def test_every_worker_gives_the_same_answer_for_a_changed_version(
 def test_a_touched_but_unchanged_artifact_keeps_serving(
     tmp_path: Path, trained: TrainedModel
 ) -> None:
-    store = ModelStore(tmp_path / "models", KEY)
-    store.save_version("iris", trained.pipeline, trained.metadata)
+    store = store_with_iris(tmp_path, trained, versions=1)
     cache = ModelCache(store)
     cache.load("iris")
     artifact = artifact_of(store, "iris", 1)
@@ -140,8 +142,7 @@ def test_a_touched_but_unchanged_artifact_keeps_serving(
 def test_a_deleted_artifact_is_refused_with_no_version_to_roll_back_to(
     tmp_path: Path, trained: TrainedModel
 ) -> None:
-    store = ModelStore(tmp_path / "models", KEY)
-    store.save_version("iris", trained.pipeline, trained.metadata)
+    store = store_with_iris(tmp_path, trained, versions=1)
     cache = ModelCache(store)
     cache.load("iris")
     artifact_of(store, "iris", 1).unlink()

@@ -7,9 +7,11 @@ not even a worker that gunicorn starts while the folder is away.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -40,39 +42,59 @@ def predict_statuses(server: Server) -> list[tuple[int, str]]:
     return answers
 
 
-def test_a_store_moved_away_and_back(tmp_path: Path) -> None:
+def assert_never_404_or_500(server: Server) -> None:
+    """While the folder is away: the model's answer, or a 503 that says why."""
+    for status, text in predict_statuses(server):
+        assert status in (200, 503), text
+        if status == 503:
+            assert any(message in text for message in UNAVAILABLE_MESSAGES), text
+
+
+def assert_serves_again(server: Server, version: int) -> None:
+    """Once the folder is back: predictions, training (of `version`), jobs and readiness."""
+    assert {status for status, _ in predict_statuses(server)} == {200}
+    with server.client() as client:
+        assert train_and_wait(client, "iris", TRAIN_CSV, "species") == version
+        assert client.get("/jobs").status_code == 200
+    assert httpx.get(f"{server.url}/health/ready").status_code == 200
+
+
+@contextlib.contextmanager
+def server_with_iris(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
+    """A server where iris version 1 is trained, and where its store may be moved to; the
+    folder is put back and the server stopped whatever the test did."""
     server = start_server(tmp_path)
     moved = tmp_path / "moved-away"
     try:
         with server.client() as client:
             assert train_and_wait(client, "iris", TRAIN_CSV, "species") == 1
-            assert {status for status, _ in predict_statuses(server)} == {200}
+        yield server, moved
+    finally:
+        if moved.exists() and not server.model_dir.exists():
+            moved.rename(server.model_dir)
+        stop_server(server)
 
-            server.model_dir.rename(moved)
-            time.sleep(MODEL_POLL_SECONDS * 4)  # every worker has polled the missing store
 
-            for status, text in predict_statuses(server):
-                assert status in (200, 503), text
-                if status == 503:
-                    assert any(message in text for message in UNAVAILABLE_MESSAGES), text
+def test_a_store_moved_away_and_back(tmp_path: Path) -> None:
+    with server_with_iris(tmp_path) as (server, moved):
+        assert {status for status, _ in predict_statuses(server)} == {200}
+
+        server.model_dir.rename(moved)
+        time.sleep(MODEL_POLL_SECONDS * 4)  # every worker has polled the missing store
+
+        assert_never_404_or_500(server)
+        with server.client() as client:
             answer = submit_training(client, "iris", TRAIN_CSV, "species")
             assert answer.status_code == 503, answer.text
             assert f"model store at {server.model_dir}" in answer.json()["error"]["message"]
             assert client.get("/models").status_code == 503
             assert client.get("/jobs").status_code == 503
-            assert httpx.get(f"{server.url}/health/ready").status_code == 503
-            assert not server.model_dir.exists()
+        assert httpx.get(f"{server.url}/health/ready").status_code == 503
+        assert not server.model_dir.exists()
 
-            moved.rename(server.model_dir)
+        moved.rename(server.model_dir)
 
-            assert {status for status, _ in predict_statuses(server)} == {200}
-            assert train_and_wait(client, "iris", TRAIN_CSV, "species") == 2
-            assert client.get("/jobs").status_code == 200
-            assert httpx.get(f"{server.url}/health/ready").status_code == 200
-    finally:
-        if moved.exists() and not server.model_dir.exists():
-            moved.rename(server.model_dir)
-        stop_server(server)
+        assert_serves_again(server, version=2)
 
 
 def replace_a_worker(server: Server) -> int:
@@ -95,11 +117,7 @@ def replace_a_worker(server: Server) -> int:
 def test_a_worker_started_while_the_store_is_away_creates_nothing_and_serves_once_it_is_back(
     tmp_path: Path,
 ) -> None:
-    server = start_server(tmp_path)
-    moved = tmp_path / "moved-away"
-    try:
-        with server.client() as client:
-            assert train_and_wait(client, "iris", TRAIN_CSV, "species") == 1
+    with server_with_iris(tmp_path) as (server, moved):
         server.model_dir.rename(moved)
 
         new_worker = replace_a_worker(server)
@@ -107,10 +125,7 @@ def test_a_worker_started_while_the_store_is_away_creates_nothing_and_serves_onc
 
         assert not server.model_dir.exists(), list(server.model_dir.rglob("*"))
         assert server.process.poll() is None, server.output_tail()
-        for status, text in predict_statuses(server):
-            assert status in (200, 503), text
-            if status == 503:
-                assert any(message in text for message in UNAVAILABLE_MESSAGES), text
+        assert_never_404_or_500(server)
         with server.client() as client:
             answer = submit_training(client, "iris", TRAIN_CSV, "species")
         assert answer.status_code == 503, answer.text
@@ -119,13 +134,5 @@ def test_a_worker_started_while_the_store_is_away_creates_nothing_and_serves_onc
 
         moved.rename(server.model_dir)
 
-        assert {status for status, _ in predict_statuses(server)} == {200}
-        assert new_worker in children_of(server.process.pid)  # served without a restart
-        with server.client() as client:
-            assert train_and_wait(client, "iris", TRAIN_CSV, "species") == 2
-            assert client.get("/jobs").status_code == 200
-        assert httpx.get(f"{server.url}/health/ready").status_code == 200
-    finally:
-        if moved.exists() and not server.model_dir.exists():
-            moved.rename(server.model_dir)
-        stop_server(server)
+        assert_serves_again(server, version=2)
+        assert new_worker in children_of(server.process.pid)  # it served, without a restart
