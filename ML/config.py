@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         description="job records, uploads waiting for training, the generated secret and "
         "admin password (default: MODEL_DIR/_state)",
     )
+    create_store: bool = Field(
+        default=True,
+        description="create a missing model store, state folder and job database at start "
+        "(gunicorn's master does, once; its workers never do); false: never create them",
+    )
     log_path: Path = Field(
         default=PROJECT_DIR / "ML_server.log",
         description="the log every worker appends to: request lines, job and model events",
@@ -225,7 +230,7 @@ class Settings(BaseSettings):
 
     def open_model_store(self, *, create: bool = True) -> ModelStore:
         """The model store, keyed by FASTML_SECRET_KEY or the generated key. create=False
-        (job processes) reports a store that went missing instead of making a fresh one."""
+        (or create_store false) never makes one: a missing store answers StoreUnavailable."""
         from ML.model_store import open_model_store
 
         return open_model_store(self, create=create)

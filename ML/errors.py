@@ -47,7 +47,22 @@ class ModelConflict(FastMLError):
 
 
 class ModelUnusable(FastMLError):
-    """A stored version that must not be loaded: bad signature, foreign scikit-learn, ..."""
+    """A stored version that must not be loaded: bad signature, foreign scikit-learn, ...
+
+    `rollback_version` is the newest other version of `model_name` that would load, so
+    the REST layer can name the call that rolls back to it; None when there is none.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model_name: str | None = None,
+        rollback_version: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.model_name = model_name
+        self.rollback_version = rollback_version
 
 
 class JobNotFound(FastMLError):

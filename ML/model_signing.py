@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,20 @@ _SIGNED_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+# (device, inode, size, mtime, ctime) of a file: any write, replacement or `touch` changes it.
+# ctime is in it because no user can set it back: an edit that restores mtime still shows.
+FileStamp = tuple[int, int, int, int, int]
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    """The file's stamp, or None when it does not exist; one stat, cheap enough to poll."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
 @dataclass(frozen=True)
 class Document:
     """A parsed metadata.json and why the version may not be loaded (None when it may)."""
@@ -48,7 +63,7 @@ class ArtifactSigner:
 
     def __init__(self, secret_key: bytes) -> None:
         self._secret_key = secret_key
-        self._digests: dict[tuple[str, int, int, int, int], str] = {}
+        self._digests: dict[tuple[str, FileStamp], str] = {}
 
     def sign(self, fields: dict[str, Any]) -> str:
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
@@ -123,16 +138,18 @@ class ArtifactSigner:
         return sklearn_problem(fields)
 
     def _cached_digest(self, path: Path) -> tuple[str, int]:
-        """SHA-256 of a file, remembered while its inode, mtime and size stay the same."""
-        status = path.stat()
-        key = (str(path), status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
+        """SHA-256 of a file, remembered while its stamp (see file_stamp) stays the same."""
+        stamp = file_stamp(path)
+        if stamp is None:
+            raise FileNotFoundError(path)
+        key = (str(path), stamp)
         digest = self._digests.get(key)
         if digest is None:
             digest = sha256_of_file(path)
             if len(self._digests) >= MAX_CACHED_DIGESTS:
                 self._digests.clear()
             self._digests[key] = digest
-        return digest, status.st_size
+        return digest, stamp[2]
 
 
 def sklearn_problem(fields: dict[str, Any]) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import io
 import json
 import logging
@@ -33,8 +34,8 @@ from ML.errors import (
 from ML.model_signing import ARTIFACT_MISMATCH as ARTIFACT_MISMATCH
 from ML.model_signing import ARTIFACT_MISSING as ARTIFACT_MISSING
 from ML.model_signing import SIGNATURE_MISMATCH as SIGNATURE_MISMATCH
-from ML.model_signing import ArtifactSigner, Document, json_round_trip
-from ML.secret_key import SECRET_FILE_NAME, load_or_create_secret
+from ML.model_signing import ArtifactSigner, Document, FileStamp, file_stamp, json_round_trip
+from ML.secret_key import load_or_create_secret, load_secret
 
 if TYPE_CHECKING:
     from ML.config import Settings
@@ -57,16 +58,20 @@ MAX_RESERVE_ATTEMPTS = 100
 def open_model_store(settings: Settings, *, create: bool) -> ModelStore:
     """The store at `settings.model_dir`, signed with the server's key.
 
-    create=True only when a server starts; at run time (a job process) a store, or the
-    key file beside it, that went missing is reported and never replaced by a fresh one.
+    create=True only when a server starts (and settings.create_store allows it). Otherwise
+    nothing is ever created: a store, or the key file beside it, that is missing (moved
+    away at run time, or when a worker starts) answers StoreUnavailable, and the same
+    object works again once they are back.
     """
     configured = settings.secret_key.get_secret_value() if settings.secret_key else None
-    if not create:
-        key_path = settings.resolved_state_dir / SECRET_FILE_NAME
-        if not _store_exists(settings.model_dir) or not (configured or key_path.is_file()):
-            raise StoreUnavailable(_unavailable_message(settings.model_dir))
-    key = load_or_create_secret(configured, settings.resolved_state_dir)
-    return ModelStore(settings.model_dir, key, create=create)
+    if create and settings.create_store:
+        key = load_or_create_secret(configured, settings.resolved_state_dir)
+        return ModelStore(settings.model_dir, key, create=True)
+    return ModelStore(
+        settings.model_dir,
+        functools.partial(load_secret, configured, settings.resolved_state_dir),
+        create=False,
+    )
 
 
 def check_name(name: str) -> str:
@@ -99,6 +104,11 @@ class ModelInfo:
     versions: list[VersionInfo]
 
 
+# The stamps of a version's artifact and metadata.json (None for a missing file): when
+# neither changed, the bytes verified when the version was loaded are still the ones on disk.
+VersionStamp = tuple[FileStamp | None, FileStamp | None]
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     name: str
@@ -125,17 +135,28 @@ class ModelStore:
     versions exist or which one is current take a per-model file lock.
     """
 
-    def __init__(self, root_dir: Path, secret_key: bytes, *, create: bool = True) -> None:
-        """Open the store at `root_dir`; `create=False` (job processes) never makes one:
-        a folder that went away at run time must not come back empty over the real one."""
+    def __init__(
+        self, root_dir: Path, secret_key: bytes | Callable[[], bytes], *, create: bool = True
+    ) -> None:
+        """Open the store at `root_dir`; `create=False` never makes one: a folder that went
+        away must not come back empty over the real one. `secret_key` may be a function,
+        called at first use (it raises StoreUnavailable while the key cannot be read)."""
         if not secret_key:
             raise ValueError("secret_key is empty; pass the key from load_or_create_secret")
         self.root_dir = root_dir
-        self._signer = ArtifactSigner(secret_key)
+        self._load_key = secret_key if callable(secret_key) else lambda: secret_key
+        self._loaded_signer = None if callable(secret_key) else ArtifactSigner(secret_key)
         if create:
             (root_dir / STORE_STATE_DIR).mkdir(parents=True, exist_ok=True)
-        else:
+
+    @property
+    def _signer(self) -> ArtifactSigner:
+        signer = self._loaded_signer
+        if signer is None:
             self.require_available()
+            # Two threads may both read the key here: the same key, so either signer will do.
+            signer = self._loaded_signer = ArtifactSigner(self._load_key())
+        return signer
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -359,25 +380,56 @@ class ModelStore:
                 data = (self._version_dir(name, version) / ARTIFACT_FILE).read_bytes()
             problem = self._signer.artifact_problem(document.fields, data)
         if problem is not None or data is None:
-            raise ModelUnusable(f"model '{name}' version {version} is unusable: {problem}")
+            raise self._unusable(name, version, f"is unusable: {problem}")
         # The bytes just verified are the bytes unpickled: no window to swap the file.
         try:
             pipeline = joblib.load(io.BytesIO(data))
         except Exception as exc:
-            raise ModelUnusable(
-                f"model '{name}' version {version} could not be loaded "
-                f"({type(exc).__name__}: {exc}); retrain the model"
+            raise self._unusable(
+                name,
+                version,
+                f"could not be loaded ({type(exc).__name__}: {exc}); retrain the model",
             ) from exc
         return LoadedModel(name, version, pipeline, document.fields["metadata"])
 
     def load_current(self, name: str) -> LoadedModel:
+        return self.load_version(name, self.require_current_version(name))
+
+    def require_current_version(self, name: str) -> int:
+        """The current version; ModelNotFound when there is no model or no current version."""
         version = self.current_version(name)
         if version is None:
             versions = ", ".join(str(v) for v in self._published_versions(name))
             raise ModelNotFound(
                 f"model '{name}' has no current version; promote one of versions {versions}"
             )
-        return self.load_version(name, version)
+        return version
+
+    def version_stamp(self, name: str, version: int) -> VersionStamp:
+        """Two stats, cheap enough to poll: a change means the files must be verified again.
+
+        Taken before a version is read, so a change during the read shows at the next look.
+        """
+        version_dir = self._version_dir(name, version)
+        return file_stamp(version_dir / ARTIFACT_FILE), file_stamp(version_dir / METADATA_FILE)
+
+    def unusable_current_versions(self) -> dict[str, ModelUnusable]:
+        """Every model whose current version would not load, and why (nothing is unpickled).
+
+        The artifacts' digests are remembered while their stamps stay the same, so asking
+        again costs a few stats and small reads per model.
+        """
+        self.require_available()
+        unusable = {}
+        for name in self._model_names():
+            current = self._read_current(name)
+            if current is None or not self._is_published(name, current):
+                continue
+            with contextlib.suppress(ModelNotFound):  # deleted while we look
+                problem = self._version_problem(name, current)
+                if problem is not None:
+                    unusable[name] = self._unusable(name, current, f"is unusable: {problem}")
+        return unusable
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -518,17 +570,44 @@ class ModelStore:
             ) from None
         return self._signer.parse_document(raw, name, version)
 
-    def _version_info(self, name: str, version: int, *, is_current: bool) -> VersionInfo:
-        """Describe a version and whether it would load, without unpickling anything."""
+    def _checked_document(self, name: str, version: int) -> tuple[Document, str | None]:
+        """The version's metadata and why it would not load (None when it would), without
+        unpickling anything; the artifact is hashed again only when its stamp changed."""
         document = self._read_document(name, version)
         artifact_path = self._version_dir(name, version) / ARTIFACT_FILE
-        try:
-            size = artifact_path.stat().st_size
-        except FileNotFoundError:
-            size = 0
         problem = document.problem or self._signer.artifact_file_problem(
             document.fields, artifact_path
         )
+        return document, problem
+
+    def _version_problem(self, name: str, version: int) -> str | None:
+        return self._checked_document(name, version)[1]
+
+    def _unusable(self, name: str, version: int, what: str) -> ModelUnusable:
+        """The error for a version that must not load, naming the version to roll back to."""
+        rollback = None
+        for other in reversed(self._published_versions(name)):
+            with contextlib.suppress(ModelNotFound):
+                if other != version and self._version_problem(name, other) is None:
+                    rollback = other
+                    break
+        if rollback is not None:
+            advice = f"version {rollback} is the newest usable one: make it current to roll back"
+        else:
+            advice = "no other version is usable: train the model again"
+        return ModelUnusable(
+            f"model '{name}' version {version} {what}; {advice}",
+            model_name=name,
+            rollback_version=rollback,
+        )
+
+    def _version_info(self, name: str, version: int, *, is_current: bool) -> VersionInfo:
+        """Describe a version and whether it would load, without unpickling anything."""
+        document, problem = self._checked_document(name, version)
+        try:
+            size = (self._version_dir(name, version) / ARTIFACT_FILE).stat().st_size
+        except FileNotFoundError:
+            size = 0
         metadata = document.fields.get("metadata")
         created_at = document.fields.get("created_at")
         return VersionInfo(

@@ -7,6 +7,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from ML.errors import StoreUnavailable
 from ML.private_files import write_private_file
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,21 @@ def load_or_create_secret(configured: str | None, state_dir: Path) -> bytes:
     if write_private_file(path, secrets.token_hex(GENERATED_KEY_BYTES) + "\n"):
         logger.info("generated a new secret key in %s", path)
     return _read_secret_file(path)
+
+
+def load_secret(configured: str | None, state_dir: Path) -> bytes:
+    """The configured key, else the generated one; never creates it: StoreUnavailable when
+    its file is missing (the state folder moved away), so nothing is signed with a new key."""
+    if configured:
+        return load_or_create_secret(configured, state_dir)
+    path = state_dir / SECRET_FILE_NAME
+    try:
+        return _read_secret_file(path)
+    except FileNotFoundError:
+        raise StoreUnavailable(
+            f"the secret key file {path} is missing (state folder moved, deleted or "
+            "unmounted?); put it back, or set FASTML_SECRET_KEY to the key it held"
+        ) from None
 
 
 def _read_secret_file(path: Path) -> bytes:

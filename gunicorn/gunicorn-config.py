@@ -73,3 +73,12 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     # scikit-learn, pandas) here once means a new or recycled worker does not import them
     # again, which is most of its boot time. The app itself is still built in each worker.
     import rest_api.app  # noqa: F401
+    from rest_api.storage_setup import create_storage
+
+    # The store, state folder and job database are made here, once; workers (forked from
+    # this process, so they inherit the variable) never make them: a worker that starts
+    # while the store folder is moved away boots unready and answers 503 until it is back,
+    # instead of putting an empty store in its place.
+    if _settings.create_store:
+        create_storage(_settings)
+    os.environ["FASTML_CREATE_STORE"] = "false"

@@ -94,6 +94,7 @@ class LoginThrottle:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="login-failures")
         self._seen_generation = -1
         self._lockouts = Lockouts()
+        self._is_failing = False
 
     def is_copy_stale(self) -> bool:
         """Whether a lockout started or ended since the local copy was read (no I/O)."""
@@ -125,15 +126,22 @@ class LoginThrottle:
 
     async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
+            result = await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
         except sqlite3.Error as error:
             if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                 # A full disk must not stop logins (and so predictions): count in memory.
                 logger.warning("the disk is full: failed logins are counted per worker for now")
                 raise _DiskFull from error
             # Fail closed: without the counters nobody may guess, but nothing is corrupted.
-            logger.exception("the failed-login counters cannot be read or written")
+            # Said once per outage (a state folder moved away fails every login), not per login.
+            if not self._is_failing:
+                self._is_failing = True
+                logger.exception("the failed-login counters cannot be read or written")
             raise AuthFailed(503, "logins are unavailable for a moment; try again", 1) from None
+        if self._is_failing:
+            logger.warning("the failed-login counters work again")
+            self._is_failing = False
+        return result
 
 
 class _DiskFull(Exception):
@@ -255,7 +263,9 @@ def build_authenticator(settings: Settings) -> Authenticator:
         account_window_seconds=settings.login_account_window_seconds,
         known_address_seconds=settings.login_known_address_days * 86400,
     )
-    counters = SQLiteFailureCounters(settings.login_failures_db_path, limits)
+    counters = SQLiteFailureCounters(
+        settings.login_failures_db_path, limits, create=settings.create_store
+    )
     return Authenticator(load_users(settings, hasher), LoginThrottle(counters), hasher)
 
 

@@ -39,9 +39,13 @@ class Backend:
 
     @classmethod
     def open(cls, settings: Settings) -> Backend:
-        make_private_dir(settings.uploads_dir)  # and the state folder, 0700
+        """A worker's backend. It never fails for a missing store: under gunicorn the master
+        created the store (rest_api/storage_setup.py) and workers only open it, so a worker
+        started while the folder is away boots, is not ready, and answers 503 until it is back."""
+        if settings.create_store:
+            make_private_dir(settings.uploads_dir)  # and the state folder, 0700
         store = settings.open_model_store()
-        jobs = JobStore(settings.jobs_db_path)
+        jobs = JobStore(settings.jobs_db_path, create=settings.create_store)
         runner = EmbeddedJobRunner(settings, jobs)
         runner.start()
         with contextlib.suppress(StorageFull, StoreUnavailable):  # runner.start logged it

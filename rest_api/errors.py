@@ -143,8 +143,22 @@ def client_error_body(
         body = error_body(exc.status, exc.message, details=exc.details, request_id=request_id)
         return exc.status, body
     status, code = status_and_code(exc)
-    body = error_body(status, exc.message, code=code, details=exc.details, request_id=request_id)
+    message, details = exc.message, exc.details
+    if isinstance(exc, errors.ModelUnusable):
+        message, details = unusable_model_answer(exc)
+    body = error_body(status, message, code=code, details=details, request_id=request_id)
     return status, body
+
+
+def unusable_model_answer(exc: errors.ModelUnusable) -> tuple[str, list[dict[str, Any]]]:
+    """An unusable version's message and details, plus the call that rolls back if any."""
+    if exc.rollback_version is None:
+        return exc.message, exc.details
+    path = f"/models/{exc.model_name}/current"
+    body = {"version": exc.rollback_version}
+    call = f"PUT {path} {orjson.dumps(body).decode()}"
+    rollback = {"rollback": {"method": "PUT", "path": path, "body": body}}
+    return f"{exc.message} with {call}", [*exc.details, rollback]
 
 
 def error_response(

@@ -119,16 +119,27 @@ class FailureCounters(Protocol):
 class SQLiteFailureCounters:
     """Counters in one SQLite file (WAL) in the state folder, for the workers of one machine.
 
+    `create=False` (a gunicorn worker: the master created the files) never creates them:
+    while they are missing (the state folder moved away when the worker started) every
+    call raises sqlite3.Error, so logins fail closed, and the files are opened once back.
+
     Not thread-safe: call it from one thread (the auth module gives it its own).
     """
 
-    def __init__(self, db_path: Path, limits: LoginLimits) -> None:
-        self.db_path = make_private_database(db_path)
+    def __init__(self, db_path: Path, limits: LoginLimits, *, create: bool = True) -> None:
+        self.db_path = make_private_database(db_path) if create else db_path
         self.limits = limits
+        self._may_create = create
         self._conn: sqlite3.Connection | None = None
-        self._generation = _SharedCounter(db_path.with_name(db_path.name + ".generation"))
-        self._generation_cell = self._generation.cell
-        self._connection().executescript(_SCHEMA)
+        self._generation_path = db_path.with_name(db_path.name + ".generation")
+        self._generation: _SharedCounter | None = None
+        # Until the files open: 0, which differs from any copy's -1, so the copy is reloaded.
+        self._generation_cell = memoryview(bytearray(8)).cast("Q")
+        try:
+            self._connection()
+        except sqlite3.Error:
+            if create:
+                raise
 
     def generation(self) -> int:
         value: int = self._generation_cell[0]  # this runs per request: no further call
@@ -188,7 +199,7 @@ class SQLiteFailureCounters:
             if account_until:
                 conn.execute(_LOCK, (user, ANY_ADDRESS, account_until))
             if address_until or account_until:
-                self._generation.increment()
+                self._bump_generation()
             self._forget_old(conn, now)
         return None
 
@@ -202,7 +213,7 @@ class SQLiteFailureCounters:
             # A new known address must reach every worker's copy of a lockout in force.
             account_locked = conn.execute(_LOCKED_UNTIL, (user, ANY_ADDRESS, now)).fetchone()
             if unlocked or account_locked:
-                self._generation.increment()
+                self._bump_generation()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -228,17 +239,35 @@ class SQLiteFailureCounters:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
+            # mode=rw unless this process may create: never a fresh file over a missing one.
+            mode = "rwc" if self._may_create else "rw"
             conn = sqlite3.connect(
-                self.db_path,
+                f"{self.db_path.resolve().as_uri()}?mode={mode}",
                 timeout=BUSY_TIMEOUT_SECONDS,
                 isolation_level=None,
                 check_same_thread=False,
+                uri=True,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            # Counters need not survive a power cut; skipping fsync per commit keeps them cheap.
-            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                # Counters need not survive a power cut; skipping fsync per commit keeps
+                # them cheap.
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+                if self._generation is None:
+                    self._generation = _SharedCounter(self._generation_path, self._may_create)
+                    self._generation_cell = self._generation.cell
+            except (sqlite3.Error, OSError) as error:
+                conn.close()
+                if isinstance(error, sqlite3.Error):
+                    raise
+                raise sqlite3.OperationalError(f"{self._generation_path}: {error}") from error
             self._conn = conn
         return self._conn
+
+    def _bump_generation(self) -> None:
+        if self._generation is not None:  # always, once a connection opened
+            self._generation.increment()
 
     def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         # One writer at a time: counting is check-then-insert.
@@ -262,8 +291,8 @@ class _SharedCounter:
     """A 64-bit counter in a memory-mapped file: every process sees an increment at once,
     and reading it costs a memory load, not a system call."""
 
-    def __init__(self, path: Path) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    def __init__(self, path: Path, create: bool) -> None:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), PRIVATE_FILE_MODE)
         try:
             if os.fstat(fd).st_size < 8:
                 os.ftruncate(fd, 8)

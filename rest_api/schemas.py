@@ -47,6 +47,8 @@ class RootView(BaseModel):
 class HealthView(BaseModel):
     status: str
     checks: dict[str, str] = {}
+    # Models whose current version would not load, and why (readiness only).
+    models: dict[str, str] = {}
 
 
 # What training measured: train_rows fitted the stored model, test_rows were scored

@@ -76,7 +76,9 @@ def load_users(settings: Settings, hasher: PasswordHasher) -> dict[str, UserReco
             hash_password(settings.service_pass.get_secret_value(), hasher),
         )
     if not users:
-        users[GENERATED_ADMIN_NAME] = _generated_admin(settings.resolved_state_dir, hasher)
+        admin = _generated_admin(settings.resolved_state_dir, hasher, settings.create_store)
+        if admin is not None:
+            users[GENERATED_ADMIN_NAME] = admin
     return users
 
 
@@ -113,11 +115,20 @@ def read_users_file(path: Path) -> dict[str, UserRecord]:
     return users
 
 
-def _generated_admin(state_dir: Path, hasher: PasswordHasher) -> UserRecord:
-    """The first start writes a random admin password to a 0600 file and says where, never what."""
+# The generated admin as this process last read it. A gunicorn worker inherits the one its
+# master read at start, so a worker started while the state folder is away still knows it.
+_generated_admins_read: dict[Path, UserRecord] = {}
+
+
+def _generated_admin(state_dir: Path, hasher: PasswordHasher, create: bool) -> UserRecord | None:
+    """The first start writes a random admin password to a 0600 file and says where, never what.
+
+    `create=False` (a gunicorn worker) only reads the file, and None when it is missing and
+    its master never read it either.
+    """
     path = state_dir / GENERATED_ADMIN_FILE
     password = secrets.token_urlsafe(18)
-    if write_private_file(path, f"{GENERATED_ADMIN_NAME}:{password}\n"):
+    if create and write_private_file(path, f"{GENERATED_ADMIN_NAME}:{password}\n"):
         print(
             f"fastml: no user configured; created user '{GENERATED_ADMIN_NAME}' with a random "
             f"password stored in {path} (readable only by its owner). Set SERVICE_USER and "
@@ -125,8 +136,20 @@ def _generated_admin(state_dir: Path, hasher: PasswordHasher) -> UserRecord:
             file=sys.stderr,
             flush=True,
         )
-    name, _, stored = path.read_text(encoding="utf-8").strip().partition(":")
-    return UserRecord(name, Role.ADMIN, hash_password(stored, hasher))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if create:
+            raise
+        known = _generated_admins_read.get(path)
+        if known is None:
+            logger.warning("no user configured and %s is missing: nobody can log in", path)
+        return known
+    name, _, stored = text.strip().partition(":")
+    record = _generated_admins_read[path] = UserRecord(
+        name, Role.ADMIN, hash_password(stored, hasher)
+    )
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -13,6 +14,7 @@ from ML.errors import StorageFull, StoreUnavailable
 from ML.jobs import FULL_DISK_BYTES
 from rest_api.auth import NEEDS_PREDICTOR
 from rest_api.backend import Backend, BackendDep
+from rest_api.errors import unusable_model_answer
 from rest_api.metrics import render_metrics
 from rest_api.query_keys import KNOWN_QUERY_KEYS_ONLY
 from rest_api.schemas import HealthView, RootView
@@ -50,20 +52,27 @@ async def live() -> HealthView:
     summary="Ready to serve predictions: 503 while the model store is missing or unreadable",
 )
 async def ready(backend: BackendDep) -> Response:
-    checks = await run_in_threadpool(_readiness_checks, backend)
+    checks, unusable_models = await run_in_threadpool(_readiness_checks, backend)
     if not backend.store.is_available():
         status, code = "unavailable", 503
-    elif any(value != "ok" for value in checks.values()):
-        # Predictions still work; training or the job list may not (full disk, say).
+    elif unusable_models or any(value != "ok" for value in checks.values()):
+        # Predictions still work, but not of every model; or training or the job list may
+        # not (full disk, say). An unusable model is that model's problem, not the server's.
         status, code = "degraded", 200
     else:
         status, code = "ready", 200
-    return JSONResponse(HealthView(status=status, checks=checks).model_dump(), status_code=code)
+    view = HealthView(status=status, checks=checks, models=unusable_models)
+    return JSONResponse(view.model_dump(), status_code=code)
 
 
-def _readiness_checks(backend: Backend) -> dict[str, str]:
+def _readiness_checks(backend: Backend) -> tuple[dict[str, str], dict[str, str]]:
+    """The checks by part, and the models whose current version would not load."""
     checks = {}
+    unusable_models = {}
     model_dir = backend.settings.model_dir
+    with contextlib.suppress(StoreUnavailable):  # the model_store check below says so
+        unusable = backend.store.unusable_current_versions()
+        unusable_models = {name: unusable_model_answer(e)[0] for name, e in unusable.items()}
     if not backend.store.is_available():
         checks["model_store"] = f"the model store at {model_dir} is missing or unreadable"
     elif not os.access(model_dir, os.R_OK | os.W_OK | os.X_OK):
@@ -77,7 +86,7 @@ def _readiness_checks(backend: Backend) -> dict[str, str]:
         checks["job_store"] = "ok"
     except (StorageFull, StoreUnavailable) as error:
         checks["job_store"] = error.message
-    return checks
+    return checks, unusable_models
 
 
 @router.get(

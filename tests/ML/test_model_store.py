@@ -294,6 +294,27 @@ def test_flipped_artifact_byte_makes_the_version_unusable(
         store.load_current("iris")
 
 
+def test_unusable_current_versions_name_the_newest_usable_version(
+    store: ModelStore, pipeline: Pipeline
+) -> None:
+    for _ in range(3):
+        store.save_version("iris", pipeline, METADATA)
+    store.save_version("other", pipeline, METADATA)
+    assert store.unusable_current_versions() == {}
+    for version in (2, 3):
+        artifact = _artifact_path(store, "iris", version)
+        artifact.write_bytes(artifact.read_bytes()[:-1])  # truncated
+
+    unusable = store.unusable_current_versions()
+
+    assert list(unusable) == ["iris"]
+    assert unusable["iris"].rollback_version == 1
+    assert unusable["iris"].message == (
+        f"model 'iris' version 3 is unusable: {ARTIFACT_MISMATCH}; "
+        "version 1 is the newest usable one: make it current to roll back"
+    )
+
+
 def test_payload_signed_with_another_key_is_never_unpickled(tmp_path: Path, marker: Path) -> None:
     root_dir = tmp_path / "models"
     ModelStore(root_dir, OTHER_KEY).save_version("evil", TouchOnLoad(marker), {})
@@ -574,9 +595,11 @@ def test_a_store_moved_away_is_unavailable_not_empty_and_is_not_recreated(
             read()
     with pytest.raises(StoreUnavailable):
         store.save_version("iris", pipeline, METADATA)
+    opened_meanwhile = ModelStore(store.root_dir, KEY, create=False)  # a worker starting
     with pytest.raises(StoreUnavailable):
-        ModelStore(store.root_dir, KEY, create=False)
+        opened_meanwhile.list_models()
     assert not store.root_dir.exists()
 
     moved.rename(store.root_dir)
     assert store.current_version("iris") == 1
+    assert opened_meanwhile.load_current("iris").version == 1
