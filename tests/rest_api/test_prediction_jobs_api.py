@@ -130,7 +130,12 @@ def test_submit_refuses_what_it_can_check(client: TestClient, iris_model: dict[s
         ("Bad Name", ESCAPED, 422, "name"),
         ("iris", b"", 422, "empty"),
         ("iris", b"sepal_length,sepal_width\n1,2\n", 422, "petal_length"),
-        ("iris", b"sepal_length,sepal_width,petal_length,petal_width\n1,2,3,x\n", 422, "petal_width"),
+        (
+            "iris",
+            b"sepal_length,sepal_width,petal_length,petal_width\n1,2,3,x\n",
+            422,
+            "petal_width",
+        ),
         ("iris", HEADER.replace("note", "prediction").encode() + b"1,2,3,4,x\n", 422, "prediction"),
         ("iris", b"\x00\x01\x02binary", 422, "binary"),
     ]

@@ -87,8 +87,7 @@ def test_a_large_file_is_predicted_in_bounded_memory(
                 rows += 1
         assert rows == BIG_ROWS
     peaks = {
-        match[1]: int(match[3])
-        for match in PEAK_LINE.finditer(chunked_server.log_path.read_text())
+        match[1]: int(match[3]) for match in PEAK_LINE.finditer(chunked_server.log_path.read_text())
     }
     # A job process runs one job and exits, so each peak is that job's own. Holding the file
     # (55 MB of text, more as Python strings) would add far more than this to the small job's.
