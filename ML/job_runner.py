@@ -44,8 +44,8 @@ STALE_AFTER_SECONDS = 10.0
 MAX_SUBMIT_ATTEMPTS = 3
 
 BROKEN_POOL_ERROR = (
-    "the training process stopped unexpectedly (killed, perhaps for using too much memory); "
-    "train again, with fewer rows or a lighter estimator if it happens again"
+    "the job's process stopped unexpectedly (killed, perhaps for using too much memory); "
+    "submit the job again, with fewer rows or a lighter estimator if it happens again"
 )
 
 
