@@ -117,7 +117,9 @@ class Settings(BaseSettings):
 
     # Jobs and models.
     training_processes: int = Field(
-        default=1, ge=1, description="job processes (training, batch prediction) per gunicorn worker"
+        default=1,
+        ge=1,
+        description="job processes (training, batch prediction) per gunicorn worker",
     )
     prediction_result_hours: float = Field(
         default=24.0,

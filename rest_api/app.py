@@ -35,7 +35,8 @@ DESCRIPTION = """
 Train scikit-learn classifiers from a CSV and serve their predictions.
 
 Every route but `/` and `/health/*` needs HTTP basic auth: click **Authorize**.
-Roles: `predictor` (predict), `trainer` (+ train, evaluate, models, jobs), `admin` (all).
+Roles: `predictor` (predict, and its own batch-prediction jobs), `trainer` (+ train, evaluate,
+models, all jobs), `admin` (all).
 """
 
 
