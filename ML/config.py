@@ -39,8 +39,8 @@ class Settings(BaseSettings):
     )
     state_dir: Path | None = Field(
         default=None,
-        description="job records, uploads waiting for training, the generated secret and "
-        "admin password (default: MODEL_DIR/_state)",
+        description="job records, uploads waiting for their job, batch-prediction results, the "
+        "generated secret and admin password (default: MODEL_DIR/_state)",
     )
     create_store: bool = Field(
         default=True,
@@ -115,12 +115,22 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="most rows of one JSON predict request (413 above)"
     )
     csv_chunk_rows: int = Field(
-        default=20_000, ge=1, description="rows predicted at a time by /predict/csv"
+        default=20_000,
+        ge=1,
+        description="rows predicted at a time by /predict/csv and /predict/jobs",
     )
 
     # Jobs and models.
     training_processes: int = Field(
-        default=1, ge=1, description="training processes per gunicorn worker"
+        default=1,
+        ge=1,
+        description="job processes (training, batch prediction) per gunicorn worker",
+    )
+    prediction_result_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="a batch-prediction job's result file is deleted this long after the job "
+        "finishes (or at DELETE /jobs/{id})",
     )
     model_poll_seconds: float = Field(
         default=0.5, gt=0, description="how often a worker checks which version is current"
@@ -214,6 +224,10 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.resolved_state_dir / "uploads"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.resolved_state_dir / "results"
 
     # The two builders below import their modules when called: those load pandas and
     # scikit-learn, which a job process must not load before it limits their threads.

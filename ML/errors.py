@@ -69,6 +69,10 @@ class JobNotFound(FastMLError):
     """No job with that id."""
 
 
+class JobResultUnavailable(FastMLError):
+    """A job with no result file to read: not finished yet, deleted, expired, or a training job."""
+
+
 class JobConflict(FastMLError):
     """The job is in a state that does not allow the action (e.g. cancel a running job)."""
 

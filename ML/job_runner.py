@@ -1,4 +1,4 @@
-"""Training jobs: the job function every executor calls, and the in-server process pool."""
+"""Jobs: the job function every executor calls, and the in-server process pool."""
 
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from ML.config import Settings
 from ML.errors import FastMLError, InvalidDataset, StorageFull, StoreUnavailable
-from ML.jobs import JobRecord, JobStatus, JobStore
+from ML.jobs import JobKind, JobRecord, JobStatus, JobStore, TrainingJobOptions
 
 logger = logging.getLogger(__name__)
 
@@ -43,33 +44,65 @@ STALE_AFTER_SECONDS = 10.0
 MAX_SUBMIT_ATTEMPTS = 3
 
 BROKEN_POOL_ERROR = (
-    "the training process stopped unexpectedly (killed, perhaps for using too much memory); "
-    "train again, with fewer rows or a lighter estimator if it happens again"
+    "the job's process stopped unexpectedly (killed, perhaps for using too much memory); "
+    "submit the job again, with fewer rows or a lighter estimator if it happens again"
 )
+
+
+# What a job function does once its job is claimed: the job's result, or None when the job
+# stopped being the owner's meanwhile (nothing was committed). Raises FastMLError for a
+# failure the client can fix.
+JobWork: TypeAlias = Callable[[JobRecord, Settings, JobStore, str], dict[str, Any] | None]
+
+
+def run_job(
+    job_id: str, settings: Settings | None = None, owner: str | None = None
+) -> dict[str, Any] | None:
+    """Run one queued job of any kind: the one function every executor calls.
+
+    Module-level with picklable arguments, so the embedded process pool and a Celery
+    worker call the same function; it hands the job to its kind's function. `owner` is the
+    server process answering for the job's liveness (its heartbeat); None keeps the owner
+    recorded with the job.
+    """
+    settings = settings or Settings()
+    kind = JobStore(settings.jobs_db_path, create=False).get(job_id).kind
+    if kind is JobKind.PREDICT:
+        # Imported here: it loads numpy, which a pool process loads only after limiting threads.
+        from ML.prediction_jobs import run_prediction_job
+
+        return run_prediction_job(job_id, settings, owner)
+    return run_training_job(job_id, settings, owner)
 
 
 def run_training_job(
     job_id: str, settings: Settings | None = None, owner: str | None = None
 ) -> dict[str, Any] | None:
-    """Train, store and record one queued job; None when it was not queued any more.
+    """Train, store and record one queued training job; None when it was not queued any more."""
+    return run_claimed(job_id, settings or Settings(), owner, _train)
 
-    Module-level with picklable arguments, so the embedded process pool and a Celery
-    worker call the same function. `owner` is the server process answering for the job's
-    liveness (its heartbeat); None keeps the owner recorded with the job.
+
+def run_claimed(
+    job_id: str, settings: Settings, owner: str | None, work: JobWork
+) -> dict[str, Any] | None:
+    """Claim a queued job, run `work` on it, and record a failure; what every kind shares.
+
+    None when the job was not queued any more, or `work` found it was no longer this
+    owner's. The upload is deleted before a failure is recorded, so whoever sees the
+    outcome sees no upload (`work` deletes it before it commits a success).
     """
-    settings = settings or Settings()
     jobs = JobStore(settings.jobs_db_path, create=False)
     job = jobs.get(job_id)
     claimed_by = owner or job.owner or process_owner()
     if not jobs.claim(job_id, claimed_by):
         _skip_unclaimed(jobs, job_id)
         return None
-    logger.info("job %s started: training model %r", job_id, job.model_name)
+    logger.info("job %s started: %s model %r", job_id, job.kind.value, job.model_name)
 
     result: dict[str, Any] | None = None
     error: str | None = None
     try:
-        result = _train(job, settings, jobs, claimed_by)
+        result = work(job, settings, jobs, claimed_by)
     except FastMLError as exc:
         # The message is in the job record; it may quote a CSV cell, so the log does not.
         logger.info("job %s failed: %s", job_id, type(exc).__name__)
@@ -77,16 +110,11 @@ def run_training_job(
     except Exception as exc:
         logger.exception("job %s failed with an internal error", job_id)
         error = f"internal error: {type(exc).__name__}: {exc}"
-    # Deleted before the record turns terminal, so whoever sees the outcome sees no upload.
-    _delete_upload(job.upload_path)
+    delete_upload(job.upload_path)
 
     if error is not None:
         jobs.fail(job_id, error)
         return None
-    if result is not None:
-        logger.info(
-            "job %s succeeded: model %r version %s", job_id, job.model_name, result["version"]
-        )
     return result
 
 
@@ -105,17 +133,13 @@ def _train(job: JobRecord, settings: Settings, jobs: JobStore, owner: str) -> di
     from ML.job_commit import commit_job_version
     from ML.training import TrainingOptions, train_model
 
-    options = job.options
-    upload_path = Path(job.upload_path) if job.upload_path else None
-    if upload_path is None or not upload_path.is_file():
-        raise InvalidDataset(
-            "the uploaded CSV of this job is gone from the server; upload it again"
-        )
+    options = job.options_as(TrainingJobOptions)
+    upload_path = job_upload(job)
     with threadpool_limits(limits=1):
         dataset = read_labelled_csv(upload_path, options.target_variable, settings.dataset_limits())
         trained = train_model(dataset, TrainingOptions.for_job(options))
-    _delete_upload(job.upload_path)  # before the commit turns the record terminal
-    return commit_job_version(
+    delete_upload(job.upload_path)  # before the commit turns the record terminal
+    result = commit_job_version(
         settings.open_model_store(create=False),
         jobs,
         job.id,
@@ -126,6 +150,21 @@ def _train(job: JobRecord, settings: Settings, jobs: JobStore, owner: str) -> di
         promote=options.promote,
         result={"metrics": trained.metadata["metrics"], "promoted": options.promote},
     )
+    if result is not None:
+        logger.info(
+            "job %s succeeded: model %r version %s", job.id, job.model_name, result["version"]
+        )
+    return result
+
+
+def job_upload(job: JobRecord) -> Path:
+    """The job's uploaded CSV; InvalidDataset when it is gone."""
+    upload_path = Path(job.upload_path) if job.upload_path else None
+    if upload_path is None or not upload_path.is_file():
+        raise InvalidDataset(
+            "the uploaded CSV of this job is gone from the server; upload it again"
+        )
+    return upload_path
 
 
 def _skip_unclaimed(jobs: JobStore, job_id: str) -> None:
@@ -133,10 +172,10 @@ def _skip_unclaimed(jobs: JobStore, job_id: str) -> None:
     logger.info("job %s not started: it is %s", job_id, job.status)
     # A running job belongs to whoever claimed it (a duplicate submission); keep its upload.
     if job.status.is_terminal:
-        _delete_upload(job.upload_path)
+        delete_upload(job.upload_path)
 
 
-def _delete_upload(upload_path: str | None) -> None:
+def delete_upload(upload_path: str | None) -> None:
     if upload_path is None:
         return
     try:
@@ -279,9 +318,7 @@ class EmbeddedJobRunner:
         """Submit from the one long-lived spawner thread, which is where the pool starts
         its processes: PR_SET_PDEATHSIG fires when the *thread* that started a process
         ends, and callers include short-lived threads (a broken pool's manager)."""
-        spawning = self._spawner.submit(
-            pool.submit, run_training_job, job_id, self.settings, self.owner
-        )
+        spawning = self._spawner.submit(pool.submit, run_job, job_id, self.settings, self.owner)
         return spawning.result()
 
     @property
@@ -352,7 +389,7 @@ class EmbeddedJobRunner:
         self._forget_attempts(job_id)
         job = self.jobs.get(job_id)
         if job.owner == self.owner and self.jobs.fail(job_id, error):
-            _delete_upload(job.upload_path)
+            delete_upload(job.upload_path)
             logger.warning("job %s failed: %s", job_id, error)
 
     def _recover_staged_versions(self, *, create_store: bool = False) -> None:
@@ -387,7 +424,7 @@ class EmbeddedJobRunner:
     def _recover_orphans(self) -> None:
         failed, requeued = self.jobs.recover_orphans(STALE_AFTER_SECONDS, self.owner)
         for job_id in failed:
-            _delete_upload(self.jobs.get(job_id).upload_path)
+            delete_upload(self.jobs.get(job_id).upload_path)
         if failed:
             self._recover_staged_versions()
         for job_id in requeued:

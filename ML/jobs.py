@@ -1,4 +1,5 @@
-"""Training job records, shared by every server and job process through one SQLite file."""
+"""Job records (training and batch prediction), shared by every server and job process through
+one SQLite file."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from ML.errors import JobConflict, JobNotFound, StorageFull, StoreUnavailable
 from ML.private_files import make_private_database
@@ -31,7 +32,7 @@ OPEN_RETRY_SECONDS = 0.1
 # Below this much free space the disk counts as full (SQLite needs a few pages and its WAL).
 FULL_DISK_BYTES = 1024 * 1024
 
-ORPHAN_ERROR = "the server process running this job stopped; train again"
+ORPHAN_ERROR = "the server process running this job stopped; submit the job again"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     upload_path TEXT,
     owner TEXT,
     result TEXT,
-    error TEXT
+    error TEXT,
+    rows_done INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_model ON jobs (model_name, created_at);
@@ -64,16 +66,16 @@ _INSERT = (
 )
 _SELECT_ONE = (
     "SELECT id, kind, model_name, status, created_at, started_at, finished_at, "
-    "options, upload_path, owner, result, error FROM jobs WHERE id = ?"
+    "options, upload_path, owner, result, error, rows_done FROM jobs WHERE id = ?"
 )
 _SELECT_RECENT = (
     "SELECT id, kind, model_name, status, created_at, started_at, finished_at, "
-    "options, upload_path, owner, result, error FROM jobs "
+    "options, upload_path, owner, result, error, rows_done FROM jobs "
     "ORDER BY created_at DESC, rowid DESC LIMIT ?"
 )
 _SELECT_RECENT_OF_MODEL = (
     "SELECT id, kind, model_name, status, created_at, started_at, finished_at, "
-    "options, upload_path, owner, result, error FROM jobs WHERE model_name = ? "
+    "options, upload_path, owner, result, error, rows_done FROM jobs WHERE model_name = ? "
     "ORDER BY created_at DESC, rowid DESC LIMIT ?"
 )
 _SELECT_ORPHANS = (
@@ -93,6 +95,7 @@ _SUCCEED_IF_OWNER = (
     "UPDATE jobs SET status = 'succeeded', finished_at = ?, result = ? "
     "WHERE id = ? AND status = 'running' AND owner = ?"
 )
+_SET_ROWS_DONE = "UPDATE jobs SET rows_done = ? WHERE id = ? AND status = 'running' AND owner = ?"
 _SELECT_UPLOADS_IN_USE = (
     "SELECT upload_path FROM jobs WHERE status IN ('queued', 'running') AND upload_path IS NOT NULL"
 )
@@ -114,6 +117,13 @@ class JobStatus(StrEnum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+class JobKind(StrEnum):
+    """What a job does; each kind has its own options class and job function."""
+
+    TRAIN = "train"
+    PREDICT = "predict"
+
+
 @dataclass(frozen=True)
 class TrainingJobOptions:
     """What a training job was asked for; stored as JSON with its record, read back typed.
@@ -121,6 +131,8 @@ class TrainingJobOptions:
     The estimator fields become ML.training.TrainingOptions in the job process (this module
     stays free of scikit-learn, which a job process loads only after limiting its threads).
     """
+
+    KIND: ClassVar[JobKind] = JobKind.TRAIN
 
     target_variable: str
     estimator: str
@@ -155,25 +167,77 @@ class TrainingJobOptions:
 
 
 @dataclass(frozen=True)
+class PredictionJobOptions:
+    """What a batch-prediction job was asked for: the model version it was submitted against
+    (pinned, so the file is predicted by the version checked at submit time), whether to add
+    probability columns, and who submitted it (a predictor reads only its own jobs)."""
+
+    KIND: ClassVar[JobKind] = JobKind.PREDICT
+
+    version: int
+    with_probabilities: bool = False
+    submitted_by: str | None = None
+    filename: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "proba": self.with_probabilities,
+            "submitted_by": self.submitted_by,
+            "filename": self.filename,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PredictionJobOptions:
+        return cls(
+            version=int(data["version"]),
+            with_probabilities=bool(data.get("proba", False)),
+            submitted_by=data.get("submitted_by"),
+            filename=data.get("filename"),
+        )
+
+
+JobOptions: TypeAlias = TrainingJobOptions | PredictionJobOptions
+_OPTIONS_BY_KIND: dict[JobKind, type[TrainingJobOptions] | type[PredictionJobOptions]] = {
+    options.KIND: options for options in (TrainingJobOptions, PredictionJobOptions)
+}
+_Options = TypeVar("_Options", TrainingJobOptions, PredictionJobOptions)
+
+
+def options_from_dict(kind: str, data: Mapping[str, Any]) -> JobOptions:
+    """A stored job's options, typed by its kind."""
+    return _OPTIONS_BY_KIND[JobKind(kind)].from_dict(data)
+
+
+@dataclass(frozen=True)
 class JobRecord:
     id: str
-    kind: str
+    kind: JobKind
     model_name: str
     status: JobStatus
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    options: TrainingJobOptions
+    options: JobOptions
     upload_path: str | None
     owner: str | None
     result: dict[str, Any] | None
     error: str | None
+    rows_done: int | None = None  # batch prediction: rows written so far
+
+    def options_as(self, options_class: type[_Options]) -> _Options:
+        """The options, checked to be of the class a job function expects."""
+        if not isinstance(self.options, options_class):
+            raise TypeError(
+                f"job {self.id} is a {self.kind.value} job, not a {options_class.KIND.value} job"
+            )
+        return self.options
 
     def to_dict(self) -> dict[str, Any]:
         """The client's view: JSON-friendly, without server-side paths and process names."""
         return {
             "id": self.id,
-            "kind": self.kind,
+            "kind": self.kind.value,
             "model_name": self.model_name,
             "status": self.status.value,
             "created_at": self.created_at.isoformat(),
@@ -182,6 +246,7 @@ class JobRecord:
             "options": self.options.to_dict(),
             "result": self.result,
             "error": self.error,
+            "rows_done": self.rows_done,
         }
 
 
@@ -201,15 +266,16 @@ class JobStore:
         self._is_open = False
 
     def create(
-        self, model_name: str, options: TrainingJobOptions, upload_path: str, owner: str
+        self, model_name: str, options: JobOptions, upload_path: str, owner: str
     ) -> JobRecord:
+        """Queue a job; its kind is that of its options."""
         job_id = str(uuid.uuid4())
         with self._connect() as conn:
             conn.execute(
                 _INSERT,
                 (
                     job_id,
-                    "train",
+                    options.KIND.value,
                     model_name,
                     JobStatus.QUEUED.value,
                     _now_iso(),
@@ -260,6 +326,13 @@ class JobStore:
         """
         with self._connect() as conn:
             cursor = conn.execute(_SUCCEED_IF_OWNER, (_now_iso(), _to_json(result), job_id, owner))
+        return cursor.rowcount == 1
+
+    def set_rows_done(self, job_id: str, owner: str, rows: int) -> bool:
+        """Record a running job's progress; False (and no change) if it is not `owner`'s
+        running job any more."""
+        with self._connect() as conn:
+            cursor = conn.execute(_SET_ROWS_DONE, (rows, job_id, owner))
         return cursor.rowcount == 1
 
     def upload_paths_in_use(self) -> set[str]:
@@ -414,8 +487,20 @@ def _initialise(uri: str) -> None:
         # WAL lets readers (GET /jobs) run while a job process writes.
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)
+        _add_missing_columns(conn)
     finally:
         conn.close()
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a job database made by an earlier version up to date (columns only get added)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "rows_done" not in present:
+        try:
+            conn.execute("ALTER TABLE jobs ADD COLUMN rows_done INTEGER")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it just now
+                raise
 
 
 def _record(row: tuple[Any, ...]) -> JobRecord:
@@ -432,20 +517,22 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         owner,
         result,
         error,
+        rows_done,
     ) = row
     return JobRecord(
         id=job_id,
-        kind=kind,
+        kind=JobKind(kind),
         model_name=model_name,
         status=JobStatus(status),
         created_at=datetime.fromisoformat(created_at),
         started_at=_datetime_or_none(started_at),
         finished_at=_datetime_or_none(finished_at),
-        options=TrainingJobOptions.from_dict(json.loads(options)),
+        options=options_from_dict(kind, json.loads(options)),
         upload_path=upload_path,
         owner=owner,
         result=None if result is None else json.loads(result),
         error=error,
+        rows_done=rows_done,
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeAlias
+from typing import IO, Any, BinaryIO, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -171,33 +172,50 @@ PREDICTION_COLUMN = "prediction"
 
 def write_predictions_csv(
     model: ServedModel,
-    source: BinaryIO,
-    target: BinaryIO,
+    source: BinaryIO | Path,
+    target: IO[bytes],
     *,
     with_probabilities: bool,
     chunk_rows: int,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> int:
     """Stream `source` to `target` with prediction (and probability) columns; returns rows.
 
-    Works chunk by chunk, so memory stays bounded whatever the file's length. Input cells
-    are passed through as written, escaped against spreadsheet formula injection (a plain
-    number such as -1.5 is data and stays as it is; see ML/csv_output.py).
+    Works chunk by chunk, so memory stays bounded whatever the file's length; `on_chunk` is
+    told the rows written so far after each chunk. Input cells are passed through as written,
+    escaped against spreadsheet formula injection (a plain number such as -1.5 is data and
+    stays as it is; see ML/csv_output.py).
     """
+    rows = 0
+    for data, chunk_length in predicted_csv_chunks(
+        model, source, with_probabilities=with_probabilities, chunk_rows=chunk_rows
+    ):
+        target.write(data)
+        rows += chunk_length
+        if on_chunk is not None:
+            on_chunk(rows)
+    return rows
+
+
+def predicted_csv_chunks(
+    model: ServedModel, source: BinaryIO | Path, *, with_probabilities: bool, chunk_rows: int
+) -> Generator[tuple[bytes, int]]:
+    """The predictions CSV of `source`, chunk by chunk: (its bytes, its rows); the header row
+    is in the first. Each chunk is checked before it is predicted (InvalidInput, InvalidDataset)."""
     if with_probabilities:
         check_probabilities(model)
     added_names = [PREDICTION_COLUMN, *(probability_columns(model) if with_probabilities else [])]
-    rows = 0
+    is_first = True
     for chunk in read_csv_chunks(source, chunk_rows):
-        if rows == 0:
+        if is_first:
             _check_no_clashes(chunk.columns, added_names)
         features = chunk.features(model.schema)
         labels, matrix = predict_arrays(model, features, with_probabilities=with_probabilities)
         added = {PREDICTION_COLUMN: labels}
         if matrix is not None:
             added.update(zip(added_names[1:], matrix.T, strict=True))
-        target.write(chunk.to_csv(added, header=rows == 0))
-        rows += len(chunk)
-    return rows
+        yield chunk.to_csv(added, header=is_first), len(chunk)
+        is_first = False
 
 
 def _check_no_clashes(columns: list[str], added_names: list[str]) -> None:

@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 from ML.config import Settings
 from rest_api.api_docs import install_api_docs
 from rest_api.auth import build_authenticator
-from rest_api.backend import Backend, follow_current_versions
+from rest_api.backend import Backend, expire_prediction_results, follow_current_versions
 from rest_api.errors import install_error_handlers
 from rest_api.logging_config import configure_logging
 from rest_api.metrics import PENDING
@@ -36,8 +36,8 @@ DESCRIPTION = """
 Train scikit-learn classifiers from a CSV and serve their predictions.
 
 Every route but `/` and `/health/*` needs HTTP basic auth: click **Authorize**.
-Roles: `predictor` (predict), `trainer` (+ train, evaluate, models, jobs), `admin` (+ delete
-models and versions).
+Roles: `predictor` (predict, and its own batch-prediction jobs), `trainer` (+ train, evaluate,
+models, all jobs), `admin` (+ delete models and versions).
 """
 
 
@@ -63,15 +63,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # collector's view, so full collections stay short and p99 latency with them.
         gc.collect()
         gc.freeze()
-        follower = asyncio.create_task(
-            follow_current_versions(backend.models, settings.model_poll_seconds)
-        )
+        tasks = [
+            asyncio.create_task(
+                follow_current_versions(backend.models, settings.model_poll_seconds)
+            ),
+            asyncio.create_task(expire_prediction_results(backend)),
+        ]
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             backend.close()
             request_log.close()
             PENDING.close()

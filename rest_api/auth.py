@@ -338,3 +338,5 @@ class RoleCheck:
 NEEDS_PREDICTOR: Any = Depends(RoleCheck(Role.PREDICTOR))
 NEEDS_TRAINER: Any = Depends(RoleCheck(Role.TRAINER))
 NEEDS_ADMIN: Any = Depends(RoleCheck(Role.ADMIN))
+# The user, for routes that answer differently by who asks (a predictor sees only its jobs).
+PredictorUser = Annotated[User, NEEDS_PREDICTOR]

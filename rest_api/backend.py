@@ -1,5 +1,5 @@
 """The objects one worker serves with (stores, job runner, model cache), and what routes ask
-of them: the served model, training submission, evaluation. Opened by the lifespan."""
+of them: the served model, job submission, evaluation. Opened by the lifespan."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -18,15 +20,18 @@ from ML.config import Settings
 from ML.datasets import check_training_csv_start
 from ML.errors import StorageFull, StoreUnavailable
 from ML.job_runner import EmbeddedJobRunner
-from ML.jobs import JobRecord, JobStore, TrainingJobOptions
+from ML.jobs import JobOptions, JobRecord, JobStore, PredictionJobOptions, TrainingJobOptions
 from ML.model_cache import ModelCache
 from ML.model_store import ModelStore, check_name
 from ML.prediction import ServedModel, evaluate_csv
+from ML.prediction_jobs import check_prediction_csv_start, remove_expired_results
 from ML.private_files import make_private_dir
 from rest_api.metrics import TRAINING_JOBS
 from rest_api.uploads import remove_stray_uploads, save_upload
 
 logger = logging.getLogger(__name__)
+
+RESULT_SWEEP_MAX_SECONDS = 60.0
 
 
 @dataclass
@@ -64,9 +69,9 @@ class Backend:
             gc.freeze()  # a model lives as long as the worker: keep it out of GC passes
         return model
 
-    async def save_training_upload(self, upload: UploadFile) -> Path:
-        """Save a training upload (fsynced, 0600); first a clear 503 when the model store is
-        gone, rather than a job that could never save its version."""
+    async def save_job_upload(self, upload: UploadFile) -> Path:
+        """Save a job's upload (fsynced, 0600); first a clear 503 when the model store is
+        gone, rather than a job that could never use it."""
         self.store.require_available()
         return await save_upload(upload, self.settings.uploads_dir)
 
@@ -75,13 +80,46 @@ class Backend:
     ) -> JobRecord:
         """Queue a training job on a saved upload (deleted if refused); a CSV whose header
         cannot train fails here, at once, rather than in the job."""
-        try:
-            await run_in_threadpool(
+        job = await self._queue(
+            name,
+            upload_path,
+            options,
+            partial(
                 check_training_csv_start,
                 upload_path,
                 options.target_variable,
                 self.settings.dataset_limits(),
-            )
+            ),
+        )
+        TRAINING_JOBS.inc()
+        return job
+
+    async def submit_prediction(
+        self, name: str, upload: UploadFile, *, with_probabilities: bool, submitted_by: str
+    ) -> JobRecord:
+        """Queue a batch-prediction job against the current version of `name`, pinned: an
+        unknown model fails before the upload is saved, a CSV whose header or first rows the
+        model cannot predict fails before the job is queued."""
+        model = await self.served_model(name)
+        options = PredictionJobOptions(
+            version=model.version,
+            with_probabilities=with_probabilities,
+            submitted_by=submitted_by,
+            filename=upload.filename,
+        )
+        upload_path = await self.save_job_upload(upload)
+        check = partial(
+            check_prediction_csv_start, model, upload_path, with_probabilities=with_probabilities
+        )
+        return await self._queue(name, upload_path, options, check)
+
+    async def _queue(
+        self, name: str, upload_path: Path, options: JobOptions, check: Callable[[], None]
+    ) -> JobRecord:
+        """Check a saved upload, record its job and hand it to the runner; the upload is
+        deleted if anything refuses it."""
+        try:
+            await run_in_threadpool(check)
             job = await run_in_threadpool(
                 self.jobs.create, name, options, str(upload_path), self.runner.owner
             )
@@ -89,7 +127,6 @@ class Backend:
             upload_path.unlink(missing_ok=True)
             raise
         self.runner.submit(job.id)
-        TRAINING_JOBS.inc()
         return job
 
     async def evaluate(
@@ -112,6 +149,22 @@ async def follow_current_versions(models: ModelCache, poll_seconds: float) -> No
                 gc.freeze()
         except Exception:
             logger.exception("refreshing the model cache failed; retrying")
+
+
+async def expire_prediction_results(backend: Backend) -> None:
+    """Delete batch-prediction results past their retention (FASTML_PREDICTION_RESULT_HOURS);
+    every worker of every replica sweeps, so no extra process is needed in either mode."""
+    max_age = backend.settings.prediction_result_hours * 3600
+    # Often enough that a file outlives its expiry by a small fraction of its retention.
+    every = min(RESULT_SWEEP_MAX_SECONDS, max(1.0, max_age / 10))
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await run_in_threadpool(
+                remove_expired_results, backend.settings.results_dir, backend.jobs, max_age
+            )
+        except Exception:
+            logger.exception("removing expired batch-prediction results failed; retrying")
 
 
 def get_backend(request: Request) -> Backend:

@@ -39,6 +39,7 @@ ANSWER_BY_ERROR: dict[type[errors.FastMLError], tuple[int, str]] = {
     errors.ModelUnusable: (409, "model_unusable"),
     errors.JobNotFound: (404, "job_not_found"),
     errors.JobConflict: (409, "job_conflict"),
+    errors.JobResultUnavailable: (404, "job_result_unavailable"),
     errors.StorageFull: (507, "storage_full"),
     errors.StoreUnavailable: (503, "store_unavailable"),
 }

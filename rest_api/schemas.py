@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, RootModel
+from starlette.responses import JSONResponse
 
-from ML.jobs import JobRecord, JobStatus
+from ML.jobs import JobKind, JobRecord, JobStatus
 from ML.model_store import NAME_PATTERN, ModelInfo, VersionInfo
 
 Scalar = float | int | str | bool | None
@@ -86,10 +87,17 @@ class JobView(BaseModel):
     finished_at: str | None
     options: dict[str, Any]
     result: dict[str, Any] | None = Field(
-        description=f"a training job's version, promoted flag and metrics: {METRICS_DESCRIPTION}",
-        examples=[{"version": 1, "promoted": True, "metrics": METRICS_EXAMPLE}],
+        description=f"a training job's version, promoted flag and metrics: {METRICS_DESCRIPTION}; "
+        "a batch-prediction job's version, rows, and when its result file expires",
+        examples=[
+            {"version": 1, "promoted": True, "metrics": METRICS_EXAMPLE},
+            {"version": 1, "rows": 45, "expires_at": "2026-11-29T08:00:00+00:00"},
+        ],
     )
     error: str | None
+    rows_done: int | None = Field(
+        default=None, description="a batch-prediction job's rows written so far"
+    )
     links: dict[str, str] = {}
 
     @classmethod
@@ -97,7 +105,15 @@ class JobView(BaseModel):
         links = {"self": f"/jobs/{job.id}", "model": f"/models/{job.model_name}"}
         if job.result is not None and "version" in job.result:
             links["version"] = f"/models/{job.model_name}/versions/{job.result['version']}"
+        if job.kind is JobKind.PREDICT and job.status is JobStatus.SUCCEEDED:
+            links["result"] = f"/jobs/{job.id}/result"
         return cls(**job.to_dict(), links=links)
+
+    def accepted(self) -> JSONResponse:
+        """The 202 answer of a submitted job, with Location: /jobs/{id}."""
+        return JSONResponse(
+            self.model_dump(mode="json"), status_code=202, headers={"Location": f"/jobs/{self.id}"}
+        )
 
 
 class JobList(BaseModel):

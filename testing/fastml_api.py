@@ -168,3 +168,24 @@ def wait_for_job(
     raise ApiError(
         f"job {job_id} did not reach {sorted(statuses)} in {deadline_seconds:.0f} s: {job}"
     )
+
+
+def submit_prediction_job(
+    client: ApiClient, name: str, csv_data: bytes, *, proba: bool = False
+) -> Answer:
+    """POST /models/{name}/predict/jobs with the CSV; the answer as it came."""
+    content_type, body = multipart_body({}, {"csv_file": ("batch.csv", csv_data)})
+    query = "?proba=true" if proba else ""
+    return client.post(
+        f"/models/{name}/predict/jobs{query}", content=body, headers={"Content-Type": content_type}
+    )
+
+
+def predict_as_job(
+    client: ApiClient, name: str, csv_data: bytes, *, proba: bool = False
+) -> dict[str, Any]:
+    """Submit a batch-prediction job and wait for it; the finished job record."""
+    answer = submit_prediction_job(client, name, csv_data, proba=proba)
+    if answer.status_code != 202:
+        raise ApiError(f"the job was refused with status {answer.status_code}: {answer.text}")
+    return wait_for_job(client, answer.json()["id"])

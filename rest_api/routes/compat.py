@@ -67,7 +67,7 @@ async def train_model(
     options = TrainingJobOptions(
         target_variable=target_variable, estimator=DEFAULT_ESTIMATOR, filename=csv_file.filename
     )
-    upload_path = await backend.save_training_upload(csv_file)
+    upload_path = await backend.save_job_upload(csv_file)
     try:
         job = await backend.submit_training(DEFAULT_MODEL, upload_path, options)
     except FastMLError as error:

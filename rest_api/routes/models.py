@@ -133,11 +133,8 @@ async def train(
         promote=promote,
         filename=csv_file.filename,
     )
-    upload_path = await backend.save_training_upload(csv_file)
-    view = JobView.from_record(await backend.submit_training(name, upload_path, options))
-    return JSONResponse(
-        view.model_dump(mode="json"), status_code=202, headers={"Location": f"/jobs/{view.id}"}
-    )
+    upload_path = await backend.save_job_upload(csv_file)
+    return JobView.from_record(await backend.submit_training(name, upload_path, options)).accepted()
 
 
 @router.get("/models", response_model=ModelList, summary="Every model and its current version")

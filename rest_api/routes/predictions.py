@@ -1,5 +1,5 @@
-"""Predictions: CSV files streamed back. JSON rows, the hot path, are answered by
-rest_api/predict_json.py, which create_app puts first in the routing."""
+"""Predictions: CSV files streamed back, or predicted by a batch job. JSON rows, the hot path,
+are answered by rest_api/predict_json.py, which create_app puts first in the routing."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from typing import Annotated, BinaryIO
 from fastapi import APIRouter, Depends, Query
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import StreamingResponse
+from starlette.responses import JSONResponse, StreamingResponse
 
 from ML.prediction import write_predictions_csv
-from rest_api.auth import NEEDS_PREDICTOR
+from rest_api.auth import NEEDS_PREDICTOR, PredictorUser
 from rest_api.backend import BackendDep
 from rest_api.metrics import count_predicted_rows
 from rest_api.predict_json import PROBA_PARAMETER, parse_proba
 from rest_api.query_keys import KNOWN_QUERY_KEYS_ONLY
-from rest_api.schemas import ModelName, error_responses
+from rest_api.schemas import JobView, ModelName, error_responses
 from rest_api.uploads import UPLOAD_FORM_LIMITS, CsvFile
 
 router = APIRouter(
@@ -70,6 +70,27 @@ async def predict_csv(
         headers={"Content-Disposition": f'attachment; filename="{model.name}-predictions.csv"'},
         background=BackgroundTask(output.close),
     )
+
+
+@router.post(
+    "/models/{name}/predict/jobs",
+    status_code=202,
+    response_model=JobView,
+    openapi_extra={"parameters": [PROBA_PARAMETER]},
+    summary="Predict a CSV file as a job, for files too big to wait for; the predictions "
+    "CSV (as /predict/csv answers it) is then at /jobs/{id}/result",
+)
+async def submit_prediction_job(
+    name: str,
+    csv_file: CsvFile,
+    backend: BackendDep,
+    user: PredictorUser,
+    proba: Annotated[bool, Depends(proba_flag)],
+) -> JSONResponse:
+    job = await backend.submit_prediction(
+        name, csv_file, with_probabilities=proba, submitted_by=user.name
+    )
+    return JobView.from_record(job).accepted()
 
 
 def _read_chunks(file: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:

@@ -27,8 +27,9 @@ def test_docs_pages_load_only_local_assets_under_a_policy(client: TestClient) ->
 def test_swagger_names_the_row_counts(client: TestClient) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     job_result = schemas["JobView"]["properties"]["result"]
-    (job_example,) = job_result["examples"]
-    assert {"train_rows", "test_rows"} <= set(job_example["metrics"])
+    training_example, prediction_example = job_result["examples"]
+    assert {"train_rows", "test_rows"} <= set(training_example["metrics"])
+    assert {"version", "rows", "expires_at"} == set(prediction_example)
     (evaluation,) = schemas["EvaluationView"]["properties"]["metrics"]["examples"]
     assert "test_rows" in evaluation and "train_rows" not in evaluation
     assert "dataset_rows" in schemas["VersionView"]["properties"]["metadata"]["description"]

@@ -21,6 +21,7 @@ PUBLISHED_CODES = {
     "ModelUnusable": "model_unusable",
     "JobNotFound": "job_not_found",
     "JobConflict": "job_conflict",
+    "JobResultUnavailable": "job_result_unavailable",
     "StorageFull": "storage_full",
     "StoreUnavailable": "store_unavailable",
 }

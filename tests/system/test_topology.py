@@ -35,6 +35,7 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
         stop_topology(running)
 
 
+@pytest.mark.timeout(360)  # three jobs, each in a freshly spawned process
 def test_the_readme_tour_through_nginx_is_seen_alike_by_both_replicas(
     project_copy: Path,  # noqa: F811
     tmp_path: Path,
@@ -57,7 +58,7 @@ def test_the_readme_tour_through_nginx_is_seen_alike_by_both_replicas(
             views.append((jobs, model, version))
         assert views[0] == views[1]
         jobs, model, _ = views[0]
-        assert [job["status"] for job in jobs["jobs"]] == ["succeeded", "succeeded"]
+        assert [job["status"] for job in jobs["jobs"]] == ["succeeded"] * 3  # 2 train, 1 predict
         assert model["current_version"] == 1  # the tour rolls back to version 1 at its end
     finally:
         stop_topology(shared)
