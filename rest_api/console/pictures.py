@@ -21,7 +21,9 @@ DARK = (8, 69, 148)
 
 
 def _shade(share: float) -> str:
-    red, green, blue = (round(low + (high - low) * share) for low, high in zip(LIGHT, DARK))
+    red, green, blue = (
+        round(low + (high - low) * share) for low, high in zip(LIGHT, DARK, strict=True)
+    )
     return f"rgb({red},{green},{blue})"
 
 

@@ -43,7 +43,7 @@ def age_text(iso_time: str | None, now: datetime | None = None) -> str:
 
 
 def score_text(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, int | float) else "–"
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def model_rows(models: Sequence[ModelInfo]) -> list[ModelRow]:
                 name=info.name,
                 current_version=info.current_version,
                 version_count=len(info.versions),
-                estimator=str(metadata.get("estimator", "–")),
+                estimator=str(metadata.get("estimator", "-")),
                 scores=[score_text(metrics.get(key)) for key, _ in HEADLINE_METRICS],
                 age=age_text(current.created_at if current is not None else None),
             )
@@ -138,16 +138,17 @@ def _newest_first(version: VersionInfo) -> int:
 def _version_column(version: VersionInfo) -> VersionColumn:
     metadata = version.metadata
     metrics = metadata.get("metrics") or {}
-    labels, matrix = metrics.get("labels"), metrics.get("confusion_matrix")
-    has_matrix = isinstance(labels, list) and isinstance(matrix, list) and len(labels) > 0
+    labels: list[Any] = metrics.get("labels") or []
+    matrix: list[list[int]] = metrics.get("confusion_matrix") or []
+    has_matrix = len(labels) > 0 and len(matrix) == len(labels)
     if metrics.get("cv"):
         evaluation = f"{metrics['cv']}-fold CV"
     elif metrics.get("test_size") is not None:
         evaluation = f"holdout {metrics['test_size']}"
     else:
-        evaluation = str(metrics.get("evaluation", "–"))
+        evaluation = str(metrics.get("evaluation", "-"))
     duration = metadata.get("duration_seconds")
-    estimator = str(metadata.get("estimator", "–"))
+    estimator = str(metadata.get("estimator", "-"))
     return VersionColumn(
         version=version.version,
         is_current=version.is_current,
@@ -158,9 +159,9 @@ def _version_column(version: VersionInfo) -> VersionColumn:
         changed_params=_changed_params(estimator, metadata.get("params") or {}),
         scores=[score_text(metrics.get(key)) for key, _ in HEADLINE_METRICS],
         evaluation=evaluation,
-        train_rows=str(metrics.get("train_rows", metadata.get("dataset_rows", "–"))),
-        test_rows=str(metrics.get("test_rows", "–")),
-        duration=f"{duration:.2f} s" if isinstance(duration, int | float) else "–",
+        train_rows=str(metrics.get("train_rows", metadata.get("dataset_rows", "-"))),
+        test_rows=str(metrics.get("test_rows", "-")),
+        duration=f"{duration:.2f} s" if isinstance(duration, int | float) else "-",
         heatmap=confusion_matrix_svg(labels, matrix) if has_matrix else None,
         class_scores=per_class_scores(labels, matrix) if has_matrix else [],
     )
