@@ -3,9 +3,9 @@
 A browser that has logged in with basic auth attaches the credentials to every request to
 this origin, including a form another site submits. Such a page can send, without a CORS
 preflight, only a POST with a form-like body (urlencoded, multipart, text/plain): PUT,
-DELETE, a JSON body or a custom header need the preflight, which only a CORS set-up a forker
-chose (README: CORS) approves. So exactly those preflight-free requests are refused when
-they come from another site, told by the browser's Sec-Fetch-Site header or, from a browser
+DELETE, a JSON body or a custom header such as X-Requested-With need the preflight, which
+only a CORS set-up a forker chose (README: CORS) approves. So exactly those preflight-free
+requests are refused when they come from another site, told by the browser's Sec-Fetch-Site header or, from a browser
 without it, by an Origin that is not this host (the rule Go's net/http CrossOriginProtection
 uses). curl, scripts and load testers send neither header and pass; the console's own
 fetches are same-origin and pass.
@@ -47,7 +47,7 @@ def is_cross_site(scope: Scope) -> bool:
 
 def could_skip_preflight(scope: Scope) -> bool:
     """Whether a cross-site page could send this request without a CORS preflight."""
-    if scope["method"] != "POST":
+    if scope["method"] != "POST" or first_header(scope, b"x-requested-with") is not None:
         return False
     content_type = first_header(scope, b"content-type")
     if content_type is None:

@@ -113,13 +113,14 @@ def train_page(request: Request, name: str = "") -> HTMLResponse:
 
 @router.get(f"{UI}/jobs", dependencies=[NEEDS_TRAINER])
 def jobs_page(request: Request, backend: BackendDep) -> HTMLResponse:
-    jobs = backend.jobs.list_recent(50)
+    # The API's own view of each job (GET /jobs), whatever kind of job it is.
+    jobs = [job.to_dict() for job in backend.jobs.list_recent(50)]
     return _render(
         request,
         "jobs.html",
         page="jobs",
-        jobs=[(job, age_text(job.created_at.isoformat())) for job in jobs],
-        is_busy=any(job.status.value in ("queued", "running") for job in jobs),
+        jobs=[(job, age_text(job["created_at"])) for job in jobs],
+        is_busy=any(job["status"] in ("queued", "running") for job in jobs),
     )
 
 

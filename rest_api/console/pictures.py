@@ -14,6 +14,8 @@ from markupsafe import Markup, escape
 CELL = 44
 LABEL_WIDTH = 120
 HEADER_HEIGHT = 96
+# Room on the right for the last column's label, written at 45 degrees.
+RIGHT_MARGIN = 80
 MAX_LABEL_CHARS = 16
 # From white to a dark blue: a cell's share of its true class (its row).
 LIGHT = (247, 251, 255)
@@ -39,7 +41,7 @@ def confusion_matrix_svg(labels: Sequence[object], matrix: Sequence[Sequence[int
     """
     names = [str(label) for label in labels]
     size = len(names)
-    width = LABEL_WIDTH + CELL * size
+    width = LABEL_WIDTH + CELL * size + RIGHT_MARGIN
     height = HEADER_HEIGHT + CELL * size
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" role="img" '

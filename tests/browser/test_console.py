@@ -4,7 +4,8 @@ A trainer trains iris, follows the job, reads the confusion matrix, rolls back, 
 from the form and downloads a CSV of predictions; a predictor sees only predicting; a CSV
 header such as `<script>` stays text; another site's page cannot make the browser train.
 Screenshots of every page go to a temporary folder (the test's artifacts), and also to
-$FASTML_CONSOLE_SCREENSHOTS when it is set (that is how docs/console/*.png are made).
+$FASTML_CONSOLE_SCREENSHOTS when it is set: docs/console/*.png are those, reduced to 64
+colours with Pillow (`Image.quantize(64)`, saved with optimize=True) to keep the repo small.
 """
 
 from __future__ import annotations
@@ -12,22 +13,33 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Dialog,
+    FilePayload,
+    Page,
+    ViewportSize,
+    expect,
+)
 
 from testing.fastml_api import train
 from testing.servers import Server, start_server, stop_server
+from tests.iris import ROW
 from tests.users import PREDICTOR, TRAINER
 
 pytestmark = [pytest.mark.system, pytest.mark.browser]
 PAGE_TIMEOUT_MS = 30_000
 JOB_TIMEOUT_MS = 120_000
-VIEWPORT = {"width": 1100, "height": 760}
+VIEWPORT = ViewportSize(width=1100, height=760)
 # Another site, served by the browser itself (Playwright fulfils its requests). Its page
 # submits a form: Chromium lets a fetch from a public page to loopback fail on its own
 # (Local Network Access), but not a navigation, so the form is what reaches our guard.
@@ -97,11 +109,11 @@ def accept_dialogs(tab: Page) -> list[str]:
     return messages
 
 
-def train_in_browser(tab: Page, name: str, csv_file: Path | dict[str, object]) -> None:
+def train_in_browser(tab: Page, name: str, csv_file: Path | FilePayload) -> None:
     """Fill the train page with the file (its last column is the target) and submit."""
     tab.goto("/ui/train")
     form = tab.locator("#train-form")
-    form.locator("input[name=csv_file]").set_input_files(csv_file)  # type: ignore[arg-type]
+    form.locator("input[name=csv_file]").set_input_files(csv_file)
     expect(form.locator("select[name=target_variable]")).to_be_enabled()
     form.locator("input[name=name]").fill(name)
 
@@ -203,15 +215,37 @@ def test_predict_from_the_form_and_download_a_csv(
     save_screenshot(tab, screenshots, "predict")
 
 
-def test_server_page_shows_rate_latency_and_errors(trainer_tab: Page, screenshots: Path) -> None:
+MAX_LOAD_REQUESTS = 5000
+
+
+def predict_until(server: Server, stop: threading.Event) -> None:
+    """Predictions, one after another, until `stop` is set (or the cap): load to watch."""
+    with server.client() as client:
+        for _ in range(MAX_LOAD_REQUESTS):
+            if stop.is_set():
+                return
+            client.post("/models/iris/predict", json={"rows": [ROW]})
+            client.get("/models/missing")  # a 404 for the error rate
+
+
+def test_server_page_shows_rate_latency_and_errors(
+    trainer_tab: Page, console_server: Server, screenshots: Path
+) -> None:
     tab = trainer_tab
-    tab.goto("/ui/server")
-    expect(tab.locator("#routes tbody tr").first).to_be_visible()
-    expect(tab.locator("#p50")).to_contain_text("ms")
-    # The second scrape (3 s later) gives the rates.
-    expect(tab.locator("#rate")).not_to_have_text("…", timeout=15_000)
-    expect(tab.locator("#routes")).to_contain_text("/models/{name}/train")
-    save_screenshot(tab, screenshots, "server")
+    stop = threading.Event()
+    load = threading.Thread(target=predict_until, args=(console_server, stop), daemon=True)
+    load.start()
+    try:
+        tab.goto("/ui/server")
+        expect(tab.locator("#routes")).to_contain_text("/models/{name}/predict")
+        # From the second scrape on (3 s apart): rates and percentiles of the interval.
+        expect(tab.locator("#p50")).to_contain_text("ms", timeout=20_000)
+        expect(tab.locator("#rate")).not_to_have_text(re.compile(r"^(…|0\.0)$"), timeout=20_000)
+        expect(tab.locator("#errors-4xx")).not_to_have_text(re.compile(r"^(…|0\.0)$"))
+        save_screenshot(tab, screenshots, "server")
+    finally:
+        stop.set()
+        load.join(timeout=30)
 
 
 def test_a_predictor_sees_only_predicting(
@@ -247,7 +281,7 @@ def nasty_csv() -> bytes:
 def test_a_csv_header_like_script_stays_text(trainer_tab: Page) -> None:
     tab = trainer_tab
     dialogs = accept_dialogs(tab)
-    upload = {"name": "nasty.csv", "mimeType": "text/csv", "buffer": nasty_csv()}
+    upload = FilePayload(name="nasty.csv", mimeType="text/csv", buffer=nasty_csv())
     train_in_browser(tab, "nasty", upload)
     options = tab.locator("#train-form select[name=target_variable] option")
     assert options.all_inner_texts() == [SCRIPT_COLUMN, "width", IMG_LABEL]

@@ -68,3 +68,7 @@ def test_requests_that_needed_a_cors_preflight_pass(client: TestClient) -> None:
     promoted = client.put("/models/iris/current", json={"version": 1}, headers=cross_site)
     assert promoted.status_code == 200, promoted.text
     assert client.get("/models/iris", headers=cross_site).status_code == 200
+    # A dashboard's upload says so with a header no form can send (README: CORS).
+    marked = {**cross_site, "X-Requested-With": "dashboard"}
+    trained = client.post("/models/iris/train", headers=marked, **CSV_UPLOAD)
+    assert trained.status_code == 202, trained.text

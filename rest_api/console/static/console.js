@@ -399,8 +399,8 @@ function quantile(q, buckets) {
   return lower;
 }
 
-function formatSeconds(seconds) {
-  if (seconds === null || Number.isNaN(seconds)) return "–";
+function formatSeconds(seconds, none = "–") {
+  if (seconds === null || Number.isNaN(seconds)) return none;
   if (seconds < 1) return `${(seconds * 1000).toFixed(seconds < 0.01 ? 2 : 1)} ms`;
   return `${seconds.toFixed(2)} s`;
 }
@@ -423,9 +423,9 @@ function initServer() {
       const now = summarize(parseMetrics(text));
       const at = performance.now();
       const buckets = difference(now, before);
-      byId("p50").textContent = formatSeconds(quantile(0.5, buckets));
-      byId("p90").textContent = formatSeconds(quantile(0.9, buckets));
-      byId("p99").textContent = formatSeconds(quantile(0.99, buckets));
+      for (const [id, q] of [["p50", 0.5], ["p90", 0.9], ["p99", 0.99]]) {
+        byId(id).textContent = formatSeconds(quantile(q, buckets), "idle");
+      }
       if (before) {
         const seconds = (at - beforeAt) / 1000;
         byId("rate").textContent = ((now.requests - before.requests) / seconds).toFixed(1);
