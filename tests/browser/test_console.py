@@ -31,8 +31,7 @@ from playwright.sync_api import (
     expect,
 )
 
-from testing.fastml_api import train
-from testing.servers import Server, start_server, stop_server
+from testing.servers import Server
 from tests.iris import ROW
 from tests.users import PREDICTOR, TRAINER
 
@@ -48,21 +47,6 @@ ATTACKER = "http://attacker.test"
 SCRIPT_COLUMN = "<script>window.pwned=1</script>"
 IMG_LABEL = "<img src=x onerror=window.pwned=2>"
 BOLD_LABEL = "<b>bold</b>"
-
-
-@pytest.fixture(scope="module")
-def console_server(
-    tmp_path_factory: pytest.TempPathFactory, users_file: Path, iris_train_csv: Path
-) -> Iterator[Server]:
-    running = start_server(
-        tmp_path_factory.mktemp("console-server"), {"FASTML_USERS_FILE": str(users_file)}
-    )
-    try:
-        with running.client() as client:
-            assert train(client, "iris", iris_train_csv)["status"] == "succeeded"
-        yield running
-    finally:
-        stop_server(running)
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +74,8 @@ def new_context(browser: Browser, server: Server, user: tuple[str, str]) -> Brow
 
 
 @pytest.fixture
-def trainer_tab(browser: Browser, console_server: Server) -> Iterator[Page]:
-    context = new_context(browser, console_server, TRAINER)
+def trainer_tab(browser: Browser, iris_server: Server) -> Iterator[Page]:
+    context = new_context(browser, iris_server, TRAINER)
     try:
         yield context.new_page()
     finally:
@@ -119,7 +103,7 @@ def train_in_browser(tab: Page, name: str, csv_file: Path | FilePayload) -> None
 
 
 def test_train_follow_the_job_see_the_matrix_and_roll_back(
-    trainer_tab: Page, console_server: Server, screenshots: Path, iris_train_csv: Path
+    trainer_tab: Page, iris_server: Server, screenshots: Path, iris_train_csv: Path
 ) -> None:
     tab = trainer_tab
     train_in_browser(tab, "iris", iris_train_csv)
@@ -154,20 +138,18 @@ def test_train_follow_the_job_see_the_matrix_and_roll_back(
     tab.locator("button.promote", has_text="Roll back to v1").click()
     expect(tab.locator("#versions thead th.current")).to_contain_text("v1")
     assert len(questions) == 1 and "Roll back to v1 of iris" in questions[0]
-    with console_server.client() as client:
+    with iris_server.client() as client:
         assert client.get("/models/iris").json()["current_version"] == 1
     # And forward again, with the same button on the other version.
     tab.locator("button.promote", has_text="Promote v2").click()
     expect(tab.locator("#versions thead th.current")).to_contain_text("v2")
 
 
-def test_models_and_jobs_pages(
-    trainer_tab: Page, console_server: Server, screenshots: Path
-) -> None:
+def test_models_and_jobs_pages(trainer_tab: Page, iris_server: Server, screenshots: Path) -> None:
     tab = trainer_tab
     tab.goto("/ui")
     tab.wait_for_url("**/ui/models")
-    with console_server.client() as client:
+    with iris_server.client() as client:
         (iris,) = [
             model for model in client.get("/models").json()["models"] if model["name"] == "iris"
         ]
@@ -229,11 +211,11 @@ def predict_until(server: Server, stop: threading.Event) -> None:
 
 
 def test_server_page_shows_rate_latency_and_errors(
-    trainer_tab: Page, console_server: Server, screenshots: Path
+    trainer_tab: Page, iris_server: Server, screenshots: Path
 ) -> None:
     tab = trainer_tab
     stop = threading.Event()
-    load = threading.Thread(target=predict_until, args=(console_server, stop), daemon=True)
+    load = threading.Thread(target=predict_until, args=(iris_server, stop), daemon=True)
     load.start()
     try:
         tab.goto("/ui/server")
@@ -249,9 +231,9 @@ def test_server_page_shows_rate_latency_and_errors(
 
 
 def test_a_predictor_sees_only_predicting(
-    browser: Browser, console_server: Server, screenshots: Path
+    browser: Browser, iris_server: Server, screenshots: Path
 ) -> None:
-    context = new_context(browser, console_server, PREDICTOR)
+    context = new_context(browser, iris_server, PREDICTOR)
     try:
         tab = context.new_page()
         tab.goto("/ui")
@@ -319,11 +301,11 @@ document.forms[0].submit();
 
 
 def test_another_sites_page_cannot_make_the_browser_train(
-    trainer_tab: Page, console_server: Server
+    trainer_tab: Page, iris_server: Server
 ) -> None:
     tab = trainer_tab
     tab.goto("/ui/models")  # logged in: the browser now holds the credentials
-    target = f"{console_server.url}/models/forged/train"
+    target = f"{iris_server.url}/models/forged/train"
     page = forging_page(target)
     tab.context.route(
         f"{ATTACKER}/**",
@@ -333,7 +315,7 @@ def test_another_sites_page_cannot_make_the_browser_train(
         tab.goto(f"{ATTACKER}/")
     assert answered.value.status == 403
     assert "cross-site request forgery" in answered.value.json()["error"]["message"]
-    with console_server.client() as client:
+    with iris_server.client() as client:
         assert client.get("/jobs", params={"model": "forged"}).json()["jobs"] == []
         # The same upload from a client that is not a browser is fine: only its origin was wrong.
         files = {"csv_file": ("a.csv", b"a,b\n1,x\n2,y\n")}
@@ -341,7 +323,7 @@ def test_another_sites_page_cannot_make_the_browser_train(
         assert accepted.status_code == 202, accepted.text
 
 
-def test_console_pages_ask_for_credentials(console_server: Server) -> None:
+def test_console_pages_ask_for_credentials(iris_server: Server) -> None:
     for path in ("/ui", "/ui/models", "/ui/predict", "/ui/static/console.js"):
-        answer = httpx.get(f"{console_server.url}{path}", timeout=10)
+        answer = httpx.get(f"{iris_server.url}{path}", timeout=10)
         assert answer.status_code == 401, path
