@@ -7,8 +7,8 @@ DELETE, a JSON body or a custom header such as X-Requested-With need the preflig
 only a CORS set-up a forker chose (README: CORS) approves. So exactly those preflight-free
 requests are refused when they come from another site, told by the browser's Sec-Fetch-Site
 header or, from a browser without it, by an Origin that is not this host (the rule Go's
-net/http CrossOriginProtection uses). curl, scripts and load testers send neither header and pass; the console's own
-fetches are same-origin and pass.
+net/http CrossOriginProtection uses). curl, scripts and load testers send neither header and
+pass; the console's own fetches are same-origin and pass.
 """
 
 from __future__ import annotations
