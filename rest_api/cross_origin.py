@@ -41,8 +41,19 @@ def is_cross_site(scope: Scope) -> bool:
     if origin is None:
         return False  # not a browser, or a same-origin GET of an old one
     host = first_header(scope, b"host")
+    if host is None:
+        return True
     # "null" (a sandboxed frame, a data: page) has no host and so never matches.
-    return host is None or urlsplit(origin.decode("latin-1")).netloc != host.decode("latin-1")
+    origin_parts = urlsplit(origin.decode("latin-1"))
+    host_parts = urlsplit(f"//{host.decode('latin-1')}")
+    try:
+        host_port = host_parts.port
+    except ValueError:  # a Host no browser sends ("a:b"): nothing to match
+        return True
+    if host_port is None:
+        # A proxy passing nginx's $host drops the port: then the host names must match.
+        return origin_parts.hostname != host_parts.hostname or origin_parts.hostname is None
+    return origin_parts.netloc.lower() != host_parts.netloc.lower()
 
 
 def could_skip_preflight(scope: Scope) -> bool:

@@ -23,6 +23,8 @@ CSV_UPLOAD: dict[str, Any] = {
         {"Sec-Fetch-Site": "same-site"},  # a sibling subdomain is another origin too
         {"Origin": "http://evil.example"},  # a browser without Sec-Fetch-Site
         {"Origin": "null"},  # a sandboxed frame or a data: page
+        {"Origin": "http://testserver:8001", "Host": "testserver:8000"},  # another port
+        {"Origin": "http://testserver", "Host": "testserver:nonsense"},  # a 403, not a 500
     ],
 )
 def test_a_form_post_from_another_site_is_refused_before_auth(
@@ -53,6 +55,8 @@ def test_the_same_origin_and_clients_that_are_not_browsers_pass(client: TestClie
         {"Sec-Fetch-Site": "same-origin"},
         {"Sec-Fetch-Site": "none"},  # typed in the address bar
         {"Origin": "http://testserver"},  # this host, from a browser without Sec-Fetch-Site
+        # Behind a proxy that passes nginx's $host, which has no port:
+        {"Origin": "http://testserver:8000", "Host": "testserver"},
     ):
         answer = client.post("/models/guarded/train", headers=headers, **CSV_UPLOAD)
         assert answer.status_code == 202, (headers, answer.text)
