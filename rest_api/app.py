@@ -17,6 +17,8 @@ from ML.config import Settings
 from rest_api.api_docs import install_api_docs
 from rest_api.auth import build_authenticator
 from rest_api.backend import Backend, expire_prediction_results, follow_current_versions
+from rest_api.console import router as console_router
+from rest_api.cross_origin import CrossSiteRequestGuard
 from rest_api.errors import install_error_handlers
 from rest_api.logging_config import configure_logging
 from rest_api.metrics import PENDING
@@ -51,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The JSON predict route first: the hot path is matched before any other route is tried.
     routes: list[APIRouter | BaseRoute] = [PredictJsonRoute()]
     routes += [predictions.router, models.router, jobs.router, health.router, compat.router]
+    routes += [console_router]  # the web console at /ui: pages only; it acts through the API
     roles = RoleTable(routes)
 
     @contextlib.asynccontextmanager
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # app.add_middleware(...) after create_app goes outside these (README: CORS).
         middleware=[
             Middleware(RequestLogMiddleware, writer=request_log),
+            Middleware(CrossSiteRequestGuard),
             Middleware(AuthMiddleware, authenticator=authenticator, roles=roles),
             Middleware(
                 BodyLimitMiddleware,

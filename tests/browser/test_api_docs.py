@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Route
 
-from testing.fastml_api import train
-from testing.servers import ADMIN, Server, start_server, stop_server
+from testing.servers import ADMIN, Server
 
 pytestmark = [pytest.mark.system, pytest.mark.browser]
 PAGE_TIMEOUT_MS = 30_000
 # Not requests that left: the browser refused them because the page's CSP forbids them
 # (Chromium's error, and the word Playwright reports it as once it routes requests).
 BLOCKED_BY_PAGE_POLICY = ("net::ERR_BLOCKED_BY_CSP", "csp")
-
-
-@pytest.fixture(scope="module")
-def trained_server(
-    tmp_path_factory: pytest.TempPathFactory, iris_train_csv: Path
-) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("docs-server"))
-    try:
-        with running.client() as client:
-            assert train(client, "iris", iris_train_csv)["status"] == "succeeded"
-        yield running
-    finally:
-        stop_server(running)
 
 
 class RequestRecorder:
@@ -61,10 +46,10 @@ class RequestRecorder:
 
 
 @pytest.fixture
-def page(browser: Browser, trained_server: Server) -> Iterator[tuple[Page, RequestRecorder]]:
+def page(browser: Browser, iris_server: Server) -> Iterator[tuple[Page, RequestRecorder]]:
     context = browser.new_context(
         http_credentials={"username": ADMIN[0], "password": ADMIN[1]},
-        base_url=trained_server.url,
+        base_url=iris_server.url,
     )
     context.set_default_timeout(PAGE_TIMEOUT_MS)
     recorder = RequestRecorder(context)
@@ -109,8 +94,8 @@ def test_redoc_renders_the_operations(page: tuple[Page, RequestRecorder]) -> Non
     assert recorder.sent_elsewhere() == []
 
 
-def test_docs_pages_and_assets_ask_for_credentials(trained_server: Server) -> None:
+def test_docs_pages_and_assets_ask_for_credentials(iris_server: Server) -> None:
     for path in ("/docs", "/redoc", "/openapi.json", "/docs/assets/swagger-ui-bundle.js"):
-        answer = httpx.get(f"{trained_server.url}{path}", timeout=10)
+        answer = httpx.get(f"{iris_server.url}{path}", timeout=10)
         assert answer.status_code == 401, path
         assert answer.headers["www-authenticate"].startswith("Basic"), path
