@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.special import expit
 from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
 from sklearn.preprocessing import OrdinalEncoder
 from sklearn.tree import DecisionTreeRegressor
 
+from ML.probabilities import sigmoid_pair, softmax
 from ML.tree_walk import (
     CategoricalSplits,
     FlatTrees,
@@ -122,11 +122,8 @@ class _BoostedTrees:
     def _probabilities(self, raw: np.ndarray) -> np.ndarray:
         # What sklearn's HalfBinomialLoss / HalfMultinomialLoss.predict_proba compute.
         if self._outputs == 1:
-            proba = np.empty((raw.shape[0], 2), dtype=raw.dtype)
-            proba[:, 1] = expit(raw[:, 0])
-            proba[:, 0] = 1 - proba[:, 1]
-            return proba
-        return _softmax(raw)
+            return sigmoid_pair(raw[:, 0])
+        return softmax(raw)
 
     def _is_vectorised(self, n_rows: int) -> bool:
         return n_rows * self._flat.depth <= VECTORISED_MAX_ROW_LEVELS
@@ -301,17 +298,6 @@ class _CategoryCodes:
             found = categories.take(position) == values  # False for NaN
             encoded[:, column] = np.where(found, position, np.nan)
         return encoded
-
-
-def _softmax(raw: np.ndarray) -> np.ndarray:
-    """sklearn.utils.extmath.softmax(raw, copy=True), step for step, without its array-API
-    dispatch (which costs more than the arithmetic for one row). The copy keeps raw's layout,
-    so the row sums add in the same order as sklearn's."""
-    proba = raw.copy(order="K")
-    proba -= np.max(proba, axis=1).reshape((-1, 1))
-    np.exp(proba, out=proba)
-    proba /= np.sum(proba, axis=1).reshape((-1, 1))
-    return proba
 
 
 def _has_classes(estimator: Any) -> bool:

@@ -17,6 +17,7 @@ from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 from sklearn.utils import get_tags
 
 from ML.boosting_inference import CompiledGradientBoosting, CompiledHistGradientBoosting
+from ML.linear_inference import CompiledLogisticRegression
 from ML.tree_walk import FlatTrees, TreeNodes, check_finite, flatten, float32_rows, leaf_nodes
 
 # Exact types, not isinstance: a subclass may override predict_proba and we would silently
@@ -236,9 +237,6 @@ class LibraryModel:
     def predict_with_proba(
         self, X: np.ndarray, *, with_probabilities: bool
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        # The layout ColumnTransformer hands the estimator: a BLAS product's last bit depends
-        # on it (seen with LogisticRegression).
-        X = np.asfortranarray(X)
         # predict and argmax(predict_proba) differ for some estimators (SVC): ask for both.
         labels = self.estimator.predict(X)
         if not (with_probabilities and self._has_probabilities):
@@ -252,6 +250,7 @@ def compile_model(estimator: Any) -> CompiledModel | None:
         CompiledForest.compile,
         CompiledGradientBoosting.compile,
         CompiledHistGradientBoosting.compile,
+        CompiledLogisticRegression.compile,
         LibraryModel.compile,
     )
     for compiler in compilers:
@@ -327,9 +326,10 @@ class CompiledPipeline:
                 f"columns ({', '.join(self.feature_names)}); got shape {X_raw.shape}"
             )
         check_finite(X_raw, allows_nan=True)
-        return self.model.predict_with_proba(
-            self._preprocess(X_raw), with_probabilities=with_probabilities
-        )
+        # In the layout ColumnTransformer hands the estimator (F order): a BLAS product's last
+        # bit depends on it (seen with LogisticRegression).
+        X = np.asfortranarray(self._preprocess(X_raw))
+        return self.model.predict_with_proba(X, with_probabilities=with_probabilities)
 
     def predict_proba(self, X_raw: np.ndarray) -> np.ndarray:
         """Class probabilities for raw rows, as predict_with_proba takes them."""

@@ -25,6 +25,7 @@ from ML.boosting_inference import CompiledGradientBoosting, CompiledHistGradient
 from ML.datasets import Dataset, DatasetLimits, read_labelled_csv
 from ML.estimators import ESTIMATORS
 from ML.forest_inference import CompiledForest, CompiledPipeline, LibraryModel
+from ML.linear_inference import CompiledLogisticRegression
 from ML.training import TrainingOptions, train_model
 from tests.ML.test_forest_inference import (
     BATCH_SIZES,
@@ -305,6 +306,7 @@ def test_every_registry_estimator_compiles_and_matches_its_pipeline(
     expected_kind = {
         "gradient_boosting": CompiledGradientBoosting,
         "hist_gradient_boosting": CompiledHistGradientBoosting,
+        "logistic_regression": CompiledLogisticRegression,
     }.get(estimator, CompiledForest if "forest" in estimator or "tree" in estimator else None)
     assert type(fast.model) is (expected_kind or LibraryModel)
     data = registry_dataset(name)

@@ -19,6 +19,7 @@ from sklearn.ensemble import (
 )
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
@@ -516,7 +517,8 @@ def test_fast_pipeline_compiles_other_classifiers_behind_its_preprocessing() -> 
     for model, kind in [
         (HistGradientBoostingClassifier(max_iter=3), "CompiledHistGradientBoosting"),
         (GradientBoostingClassifier(n_estimators=3), "CompiledGradientBoosting"),
-        (LogisticRegression(max_iter=500), "LibraryModel"),
+        (LogisticRegression(max_iter=500), "CompiledLogisticRegression"),
+        (KNeighborsClassifier(), "LibraryModel"),
     ]:
         pipeline = numeric_pipeline(numeric, model, scale=True).fit(fit_frame, labels)
         fast = CompiledPipeline.compile(pipeline)
