@@ -358,3 +358,35 @@ def test_one_hot_categorical_columns_are_left_to_sklearn(
     with threadpool_limits(limits=1):
         pipeline = train_model(mixed_dataset, TrainingOptions(estimator=estimator)).pipeline
     assert CompiledPipeline.compile(pipeline) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# LogisticRegression (ML/linear_inference.py)
+# ---------------------------------------------------------------------------------------------
+
+
+class MyLogistic(LogisticRegression):
+    """A subclass may change predict_proba: it is not compiled."""
+
+
+@pytest.mark.parametrize("name", ["iris", "c2-str", "c7-int", "c10"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_compiled_logistic_regression_matches_sklearn(name: str, order: str) -> None:
+    features, labels = ten_classes() if name == "c10" else dataset(name)
+    estimator = LogisticRegression(max_iter=2000).fit(features, labels)
+    compiled = CompiledLogisticRegression.compile(estimator)
+    assert compiled is not None
+    rng = np.random.default_rng(0)
+    for n_rows in BATCH_SIZES:
+        rows = features[rng.integers(0, len(features), n_rows)] + rng.normal(size=(n_rows, 1))
+        rows = np.asarray(rows, order=order)
+        labels_out, proba = compiled.predict_with_proba(rows)
+        assert_same_as_sklearn(
+            estimator.predict_proba(rows), estimator.predict(rows), proba, labels_out
+        )
+    with pytest.raises(ValueError, match="NaN"):
+        compiled.predict_with_proba(np.full((1, features.shape[1]), np.nan))
+    assert (
+        CompiledLogisticRegression.compile(MyLogistic(max_iter=500).fit(features, labels)) is None
+    )
+    assert CompiledLogisticRegression.compile(LogisticRegression()) is None
