@@ -26,6 +26,7 @@ from ML.tree_walk import (
     TreeNodes,
     flatten,
     float32_rows,
+    float64_rows,
     leaf_nodes,
 )
 
@@ -80,12 +81,7 @@ class _BoostedTrees:
         self, X: np.ndarray, *, with_probabilities: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """(labels, probabilities) for preprocessed rows (2-D float64), as sklearn gives them."""
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_ or X.shape[0] == 0:
-            raise ValueError(
-                f"X must be a 2-D array of at least one row and {self.n_features_in_} "
-                f"columns; got shape {X.shape}"
-            )
+        X = float64_rows(X, self.n_features_in_)
         raw = self.decision_function(X)
         return self.classes_.take(self._class_indices(raw), axis=0), self._probabilities(raw)
 

@@ -18,7 +18,15 @@ from sklearn.utils import get_tags
 
 from ML.boosting_inference import CompiledGradientBoosting, CompiledHistGradientBoosting
 from ML.linear_inference import CompiledLogisticRegression
-from ML.tree_walk import FlatTrees, TreeNodes, check_finite, flatten, float32_rows, leaf_nodes
+from ML.tree_walk import (
+    FlatTrees,
+    TreeNodes,
+    check_finite,
+    flatten,
+    float32_rows,
+    float64_rows,
+    leaf_nodes,
+)
 
 # Exact types, not isinstance: a subclass may override predict_proba and we would silently
 # serve something else.
@@ -110,12 +118,7 @@ class CompiledForest:
         Raises ValueError, as sklearn does, for a wrong shape, no rows, infinity or a value too
         large for float32, and NaN when the trees do not route missing values.
         """
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_ or X.shape[0] == 0:
-            raise ValueError(
-                f"X must be a 2-D array of at least one row and {self.n_features_in_} "
-                f"columns; got shape {X.shape}"
-            )
+        X = float64_rows(X, self.n_features_in_)
         return self._proba(X)
 
     def predict(self, X: np.ndarray) -> np.ndarray:

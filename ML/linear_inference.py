@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from ML.probabilities import sigmoid_pair, softmax
-from ML.tree_walk import check_finite
+from ML.tree_walk import check_finite, float64_rows
 
 
 class CompiledLogisticRegression:
@@ -59,12 +59,7 @@ class CompiledLogisticRegression:
         self, X: np.ndarray, *, with_probabilities: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """(labels, probabilities) for preprocessed rows (2-D float64, no NaN or infinity)."""
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_ or X.shape[0] == 0:
-            raise ValueError(
-                f"X must be a 2-D array of at least one row and {self.n_features_in_} "
-                f"columns; got shape {X.shape}"
-            )
+        X = float64_rows(X, self.n_features_in_)
         check_finite(X, allows_nan=False)
         scores = X @ self._coef_T + self._intercept
         if scores.shape[1] == 1:

@@ -1,4 +1,5 @@
-"""Fitted decision trees as flat node arrays, and the vectorised walk that finds each row's leaf."""
+"""Fitted decision trees as flat node arrays, the vectorised walk that finds each row's leaf,
+and the checks every compiled model makes on the rows it is given."""
 
 from __future__ import annotations
 
@@ -141,6 +142,17 @@ def _route_categories(
     as_missing = nan_goes_right.take(node)
     category_goes_right = np.where(left == 1, False, np.where(known == 1, True, as_missing))
     np.copyto(goes_right, np.where(is_category, category_goes_right, as_missing), where=at_split)
+
+
+def float64_rows(X: Any, n_features: int) -> np.ndarray:
+    """X as a float64 matrix of at least one row and `n_features` columns, or ValueError."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != n_features or X.shape[0] == 0:
+        raise ValueError(
+            f"X must be a 2-D array of at least one row and {n_features} columns; "
+            f"got shape {X.shape}"
+        )
+    return X
 
 
 def float32_rows(X: np.ndarray, *, allows_nan: bool) -> tuple[np.ndarray, bool]:
