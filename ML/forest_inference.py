@@ -17,7 +17,7 @@ from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 from sklearn.utils import get_tags
 
 from ML.boosting_inference import CompiledGradientBoosting, CompiledHistGradientBoosting
-from ML.linear_inference import CompiledLogisticRegression
+from ML.linear_inference import CompiledGaussianNB, CompiledLogisticRegression
 from ML.tree_walk import (
     FlatTrees,
     TreeNodes,
@@ -254,6 +254,7 @@ def compile_model(estimator: Any) -> CompiledModel | None:
         CompiledGradientBoosting.compile,
         CompiledHistGradientBoosting.compile,
         CompiledLogisticRegression.compile,
+        CompiledGaussianNB.compile,
         LibraryModel.compile,
     )
     for compiler in compilers:

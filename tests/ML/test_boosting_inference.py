@@ -18,6 +18,7 @@ from sklearn.ensemble import (
     RandomForestClassifier,
 )
 from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
 from threadpoolctl import threadpool_limits
 
 from ML import boosting_inference
@@ -25,7 +26,7 @@ from ML.boosting_inference import CompiledGradientBoosting, CompiledHistGradient
 from ML.datasets import Dataset, DatasetLimits, read_labelled_csv
 from ML.estimators import ESTIMATORS
 from ML.forest_inference import CompiledForest, CompiledPipeline, LibraryModel
-from ML.linear_inference import CompiledLogisticRegression
+from ML.linear_inference import CompiledGaussianNB, CompiledLogisticRegression
 from ML.training import TrainingOptions, train_model
 from tests.ML.test_forest_inference import (
     BATCH_SIZES,
@@ -307,6 +308,7 @@ def test_every_registry_estimator_compiles_and_matches_its_pipeline(
         "gradient_boosting": CompiledGradientBoosting,
         "hist_gradient_boosting": CompiledHistGradientBoosting,
         "logistic_regression": CompiledLogisticRegression,
+        "gaussian_nb": CompiledGaussianNB,
     }.get(estimator, CompiledForest if "forest" in estimator or "tree" in estimator else None)
     assert type(fast.model) is (expected_kind or LibraryModel)
     data = registry_dataset(name)
@@ -390,3 +392,28 @@ def test_compiled_logistic_regression_matches_sklearn(name: str, order: str) -> 
         CompiledLogisticRegression.compile(MyLogistic(max_iter=500).fit(features, labels)) is None
     )
     assert CompiledLogisticRegression.compile(LogisticRegression()) is None
+
+
+class MyGaussianNB(GaussianNB):
+    """A subclass may change predict_proba: it is not compiled."""
+
+
+@pytest.mark.parametrize("name", ["iris", "c2-str", "c7-int", "c10"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_compiled_gaussian_nb_matches_sklearn(name: str, order: str) -> None:
+    features, labels = ten_classes() if name == "c10" else dataset(name)
+    estimator = GaussianNB().fit(features, labels)
+    compiled = CompiledGaussianNB.compile(estimator)
+    assert compiled is not None
+    rng = np.random.default_rng(1)
+    for n_rows in BATCH_SIZES:
+        rows = features[rng.integers(0, len(features), n_rows)] + rng.normal(size=(n_rows, 1)) * 3
+        rows = np.asarray(rows, order=order)
+        labels_out, proba = compiled.predict_with_proba(rows)
+        assert_same_as_sklearn(
+            estimator.predict_proba(rows), estimator.predict(rows), proba, labels_out
+        )
+    with pytest.raises(ValueError, match="NaN"):
+        compiled.predict_with_proba(np.full((1, features.shape[1]), np.nan))
+    assert CompiledGaussianNB.compile(MyGaussianNB().fit(features, labels)) is None
+    assert CompiledGaussianNB.compile(GaussianNB()) is None
