@@ -209,8 +209,8 @@ class LibraryModel:
     """Any other fitted classifier, called directly on the compiled preprocessing's matrix.
 
     Its predictions are scikit-learn's own; what is saved is the pipeline around it (a
-    DataFrame, the ColumnTransformer, column selection), which for a linear model, naive Bayes
-    or a small kNN costs more than the model itself.
+    DataFrame, the ColumnTransformer, column selection). Used for SVC and kNN, whose own
+    predict costs more than that.
     """
 
     classes_: np.ndarray
@@ -270,7 +270,8 @@ class CompiledPipeline:
     Replicates, step for step and in float64, what the sklearn pipeline does to each numeric
     column (NaN -> the imputer's statistics_, then (x - mean_) / scale_), so the model sees
     the very same matrix; tree ensembles are compiled too (CompiledForest and
-    ML/boosting_inference.py), any other classifier is called on that matrix (LibraryModel).
+    ML/boosting_inference.py), so are LogisticRegression and GaussianNB
+    (ML/linear_inference.py); any other classifier is called on that matrix (LibraryModel).
     """
 
     classes_: np.ndarray
