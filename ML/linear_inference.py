@@ -18,13 +18,8 @@ from ML.probabilities import sigmoid_pair, softmax
 from ML.tree_walk import check_finite, float64_rows
 
 
-class CompiledLogisticRegression:
-    """LogisticRegression's decision function, labels and probabilities, bit for bit.
-
-    The product is the same `X @ coef_.T`, on X as given (CompiledPipeline passes the F order
-    ColumnTransformer gives), so BLAS gives the same bits; binary probabilities are
-    [1 - expit(s), expit(s)] and multiclass ones the softmax, as LogisticRegression.predict_proba.
-    """
+class _ClosedFormModel:
+    """What both share: fitted-state checks, and the row checks sklearn's validation made."""
 
     classes_: np.ndarray
     n_features_in_: int
@@ -32,31 +27,21 @@ class CompiledLogisticRegression:
     def __init__(self, estimator: Any) -> None:
         self.classes_ = estimator.classes_
         self.n_features_in_ = int(estimator.n_features_in_)
-        self._coef_T = estimator.coef_.T
-        self._intercept = estimator.intercept_
 
-    @classmethod
-    def compile(cls, estimator: Any) -> CompiledLogisticRegression | None:
-        """The compiled model for a fitted LogisticRegression (exact type, dense float64 coef_)."""
-        if type(estimator) is not LogisticRegression:
-            return None
-        coef = getattr(estimator, "coef_", None)
-        intercept = getattr(estimator, "intercept_", None)
+    @staticmethod
+    def _is_fitted(estimator: Any, attributes: tuple[str, ...]) -> bool:
+        """classes_ (two or more), n_features_in_, and float64 arrays for `attributes`."""
         classes = getattr(estimator, "classes_", None)
-        n_features = getattr(estimator, "n_features_in_", None)
-        if (
-            not isinstance(coef, np.ndarray)
-            or not isinstance(intercept, np.ndarray)
-            or not isinstance(classes, np.ndarray)
-            or not isinstance(n_features, int)
-            or coef.dtype != np.float64
-            or intercept.dtype != np.float64
-            or len(classes) < 2
-            or coef.shape != (1 if len(classes) == 2 else len(classes), n_features)
-            or intercept.shape != (coef.shape[0],)
-        ):
-            return None
-        return cls(estimator)
+        return (
+            isinstance(classes, np.ndarray)
+            and len(classes) >= 2
+            and isinstance(getattr(estimator, "n_features_in_", None), int)
+            and all(
+                isinstance(values := getattr(estimator, name, None), np.ndarray)
+                and values.dtype == np.float64
+                for name in attributes
+            )
+        )
 
     def predict_with_proba(
         self, X: np.ndarray, *, with_probabilities: bool = True
@@ -64,30 +49,58 @@ class CompiledLogisticRegression:
         """(labels, probabilities) for preprocessed rows (2-D float64, no NaN or infinity)."""
         X = float64_rows(X, self.n_features_in_)
         check_finite(X, allows_nan=False)
+        indices, proba = self._decide(X)
+        return self.classes_.take(indices, axis=0), proba
+
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(class indices, probabilities)."""
+        raise NotImplementedError
+
+
+class CompiledLogisticRegression(_ClosedFormModel):
+    """LogisticRegression's decision function, labels and probabilities, bit for bit.
+
+    The product is the same `X @ coef_.T`, on X as given (CompiledPipeline passes the F order
+    ColumnTransformer gives), so BLAS gives the same bits; binary probabilities are
+    [1 - expit(s), expit(s)] and multiclass ones the softmax, as LogisticRegression.predict_proba.
+    """
+
+    def __init__(self, estimator: Any) -> None:
+        super().__init__(estimator)
+        self._coef_T = estimator.coef_.T
+        self._intercept = estimator.intercept_
+
+    @classmethod
+    def compile(cls, estimator: Any) -> CompiledLogisticRegression | None:
+        """The compiled model for a fitted LogisticRegression (exact type, dense float64 coef_)."""
+        if type(estimator) is not LogisticRegression or not cls._is_fitted(
+            estimator, ("coef_", "intercept_")
+        ):
+            return None
+        outputs = 1 if len(estimator.classes_) == 2 else len(estimator.classes_)
+        if estimator.coef_.shape != (outputs, estimator.n_features_in_) or (
+            estimator.intercept_.shape != (outputs,)
+        ):
+            return None
+        return cls(estimator)
+
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scores = X @ self._coef_T + self._intercept
         if scores.shape[1] == 1:
             score = scores.reshape((-1,))
-            indices = (score > 0).astype(np.intp)
-            proba = sigmoid_pair(score)
-        else:
-            indices = np.argmax(scores, axis=1)
-            proba = softmax(scores)
-        return self.classes_.take(indices, axis=0), proba
+            return (score > 0).astype(np.intp), sigmoid_pair(score)
+        return np.argmax(scores, axis=1), softmax(scores)
 
 
-class CompiledGaussianNB:
+class CompiledGaussianNB(_ClosedFormModel):
     """GaussianNB's joint log-likelihood, labels and probabilities, bit for bit.
 
     The same numpy operations in the same order as GaussianNB._joint_log_likelihood and
     predict_log_proba (scikit-learn's own logsumexp), without the per-call validation.
     """
 
-    classes_: np.ndarray
-    n_features_in_: int
-
     def __init__(self, estimator: Any) -> None:
-        self.classes_ = estimator.classes_
-        self.n_features_in_ = int(estimator.n_features_in_)
+        super().__init__(estimator)
         self._theta = estimator.theta_
         self._var = estimator.var_
         # Per class, what does not depend on the row: log prior and the variance term.
@@ -102,32 +115,16 @@ class CompiledGaussianNB:
     @classmethod
     def compile(cls, estimator: Any) -> CompiledGaussianNB | None:
         """The compiled model for a fitted GaussianNB (exact type, float64 statistics)."""
-        if type(estimator) is not GaussianNB:
-            return None
-        classes = getattr(estimator, "classes_", None)
-        n_features = getattr(estimator, "n_features_in_", None)
-        theta, var = getattr(estimator, "theta_", None), getattr(estimator, "var_", None)
-        prior = getattr(estimator, "class_prior_", None)
-        if (
-            not isinstance(classes, np.ndarray)
-            or not isinstance(n_features, int)
-            or len(classes) < 2
-            or not all(
-                isinstance(values, np.ndarray) and values.dtype == np.float64
-                for values in (theta, var, prior)
-            )
-            or theta.shape != (len(classes), n_features)  # type: ignore[union-attr]
-            or var.shape != theta.shape  # type: ignore[union-attr]
+        if type(estimator) is not GaussianNB or not cls._is_fitted(
+            estimator, ("theta_", "var_", "class_prior_")
         ):
+            return None
+        shape = (len(estimator.classes_), estimator.n_features_in_)
+        if estimator.theta_.shape != shape or estimator.var_.shape != shape:
             return None
         return cls(estimator)
 
-    def predict_with_proba(
-        self, X: np.ndarray, *, with_probabilities: bool = True
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, probabilities) for preprocessed rows (2-D float64, no NaN or infinity)."""
-        X = float64_rows(X, self.n_features_in_)
-        check_finite(X, allows_nan=False)
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         joint = []
         for i, (log_prior, variance_term) in enumerate(self._constants):
             n_ij = variance_term - 0.5 * np.sum(
@@ -135,8 +132,7 @@ class CompiledGaussianNB:
             )
             joint.append(log_prior + n_ij)
         jll = np.stack(joint).T
-        labels = self.classes_.take(np.argmax(jll, axis=1), axis=0)
-        return labels, np.exp(jll - np.atleast_2d(_logsumexp_rows(jll)).T)
+        return np.argmax(jll, axis=1), np.exp(jll - np.atleast_2d(_logsumexp_rows(jll)).T)
 
 
 def _logsumexp_rows(array: np.ndarray) -> np.ndarray:

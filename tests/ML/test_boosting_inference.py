@@ -371,39 +371,28 @@ class MyLogistic(LogisticRegression):
     """A subclass may change predict_proba: it is not compiled."""
 
 
-@pytest.mark.parametrize("name", ["iris", "c2-str", "c7-int", "c10"])
-@pytest.mark.parametrize("order", ["C", "F"])
-def test_compiled_logistic_regression_matches_sklearn(name: str, order: str) -> None:
-    features, labels = ten_classes() if name == "c10" else dataset(name)
-    estimator = LogisticRegression(max_iter=2000).fit(features, labels)
-    compiled = CompiledLogisticRegression.compile(estimator)
-    assert compiled is not None
-    rng = np.random.default_rng(0)
-    for n_rows in BATCH_SIZES:
-        rows = features[rng.integers(0, len(features), n_rows)] + rng.normal(size=(n_rows, 1))
-        rows = np.asarray(rows, order=order)
-        labels_out, proba = compiled.predict_with_proba(rows)
-        assert_same_as_sklearn(
-            estimator.predict_proba(rows), estimator.predict(rows), proba, labels_out
-        )
-    with pytest.raises(ValueError, match="NaN"):
-        compiled.predict_with_proba(np.full((1, features.shape[1]), np.nan))
-    assert (
-        CompiledLogisticRegression.compile(MyLogistic(max_iter=500).fit(features, labels)) is None
-    )
-    assert CompiledLogisticRegression.compile(LogisticRegression()) is None
-
-
 class MyGaussianNB(GaussianNB):
-    """A subclass may change predict_proba: it is not compiled."""
+    """Likewise."""
+
+
+CLOSED_FORM = [
+    (
+        lambda: LogisticRegression(max_iter=2000),
+        CompiledLogisticRegression,
+        lambda: MyLogistic(max_iter=2000),
+    ),
+    (GaussianNB, CompiledGaussianNB, MyGaussianNB),
+]
 
 
 @pytest.mark.parametrize("name", ["iris", "c2-str", "c7-int", "c10"])
 @pytest.mark.parametrize("order", ["C", "F"])
-def test_compiled_gaussian_nb_matches_sklearn(name: str, order: str) -> None:
+@pytest.mark.parametrize("kind", range(len(CLOSED_FORM)), ids=["logistic", "gaussian_nb"])
+def test_compiled_closed_form_models_match_sklearn(name: str, order: str, kind: int) -> None:
+    build, compiler, subclass = CLOSED_FORM[kind]
     features, labels = ten_classes() if name == "c10" else dataset(name)
-    estimator = GaussianNB().fit(features, labels)
-    compiled = CompiledGaussianNB.compile(estimator)
+    estimator = build().fit(features, labels)
+    compiled = compiler.compile(estimator)
     assert compiled is not None
     rng = np.random.default_rng(1)
     for n_rows in BATCH_SIZES:
@@ -415,5 +404,5 @@ def test_compiled_gaussian_nb_matches_sklearn(name: str, order: str) -> None:
         )
     with pytest.raises(ValueError, match="NaN"):
         compiled.predict_with_proba(np.full((1, features.shape[1]), np.nan))
-    assert CompiledGaussianNB.compile(MyGaussianNB().fit(features, labels)) is None
-    assert CompiledGaussianNB.compile(GaussianNB()) is None
+    assert compiler.compile(subclass().fit(features, labels)) is None
+    assert compiler.compile(build()) is None
