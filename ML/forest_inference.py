@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sklearn.compose import ColumnTransformer
@@ -14,6 +15,18 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 from sklearn.utils import get_tags
+
+from ML.boosting_inference import CompiledGradientBoosting, CompiledHistGradientBoosting
+from ML.linear_inference import CompiledGaussianNB, CompiledLogisticRegression
+from ML.tree_walk import (
+    FlatTrees,
+    TreeNodes,
+    check_finite,
+    flatten,
+    float32_rows,
+    float64_rows,
+    leaf_nodes,
+)
 
 # Exact types, not isinstance: a subclass may override predict_proba and we would silently
 # serve something else.
@@ -26,19 +39,6 @@ _IMPUTER_STRATEGIES = ("mean", "median")  # their transform is "NaN -> statistic
 # trees (iris, depth 7; 5,000 synthetic rows, depth 27) their costs cross between 450 and 900
 # rows x depth (python testing/forest_inference_bench.py --calibrate).
 VECTORISED_MAX_ROW_LEVELS = 512
-
-
-@dataclass(frozen=True)
-class _FlatTrees:
-    """Every tree's nodes in shared arrays; a leaf is its own child, so walking on stays there."""
-
-    feature: np.ndarray  # intp (nodes,): feature tested at the node (0 at leaves)
-    threshold: np.ndarray  # float64 (nodes,): go left when X[feature] <= threshold
-    children: np.ndarray  # intp (2 * nodes,): [2i] left child, [2i + 1] right child
-    nan_goes_right: np.ndarray  # bool (nodes,): where a NaN goes (missing_go_to_left negated)
-    value: np.ndarray  # float64 (nodes, classes): the tree's predict_proba at that node
-    roots: np.ndarray  # intp (trees,): each tree's root in the shared arrays
-    depth: int  # deepest leaf of any tree: levels to walk
 
 
 class CompiledForest:
@@ -59,7 +59,7 @@ class CompiledForest:
         classes: np.ndarray,
         n_features_in: int,
         trees: list[Any],
-        flat: _FlatTrees,
+        flat: FlatTrees,
         *,
         allows_nan: bool,
     ) -> None:
@@ -100,7 +100,7 @@ class CompiledForest:
             classes,
             n_features,
             [tree.tree_ for tree in trees],
-            _flatten([tree.tree_ for tree in trees]),
+            flatten([TreeNodes.of_tree(tree.tree_) for tree in trees]),
             allows_nan=bool(get_tags(trees[0]).input_tags.allow_nan),
         )
 
@@ -118,62 +118,30 @@ class CompiledForest:
         Raises ValueError, as sklearn does, for a wrong shape, no rows, infinity or a value too
         large for float32, and NaN when the trees do not route missing values.
         """
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_ or X.shape[0] == 0:
-            raise ValueError(
-                f"X must be a 2-D array of at least one row and {self.n_features_in_} "
-                f"columns; got shape {X.shape}"
-            )
+        X = float64_rows(X, self.n_features_in_)
         return self._proba(X)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted labels (values of classes_), as sklearn's classes_.take(argmax(proba))."""
         return self.classes_.take(np.argmax(self.predict_proba(X), axis=1), axis=0)
 
+    def predict_with_proba(
+        self, X: np.ndarray, *, with_probabilities: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, probabilities) from one walk: a forest's predict is argmax(predict_proba)."""
+        proba = self._proba(X)
+        return self.classes_.take(proba.argmax(axis=1), axis=0), proba
+
     def _proba(self, X: np.ndarray) -> np.ndarray:
-        # sklearn casts to float32 and refuses what overflows it; the warning numpy would emit
-        # on that overflow becomes the ValueError below.
-        with np.errstate(over="ignore", invalid="ignore"):
-            X32 = np.ascontiguousarray(X, dtype=np.float32)
-        has_nan = self._check_finite(X32)
+        X32, has_nan = float32_rows(X, allows_nan=self._allows_nan)
         if X32.shape[0] * self._flat.depth <= VECTORISED_MAX_ROW_LEVELS:
             return self._proba_vectorised(X32, has_nan)
         return self._proba_per_tree(X32)
 
-    def _check_finite(self, X32: np.ndarray) -> bool:
-        """Whether X32 holds NaN; raise ValueError for infinity, or for NaN the trees refuse."""
-        # One float64 sum is the cheapest test: it cannot overflow on float32 values, and any
-        # NaN or infinity makes it non-finite.
-        if math.isfinite(X32.sum(dtype=np.float64)):
-            return False
-        if np.isinf(X32).any():
-            raise ValueError(
-                "X contains infinity or a value too large for float32 (about 3.4e38); "
-                "send finite numbers"
-            )
-        if not self._allows_nan:
-            raise ValueError("X contains NaN and these trees do not accept missing values")
-        return True
-
     def _proba_vectorised(self, X32: np.ndarray, has_nan: bool) -> np.ndarray:
-        """All (tree, row) pairs walk one level per step, `depth` steps."""
-        flat = self._flat
-        n_rows, n_features = X32.shape
-        x_flat = X32.astype(np.float64).ravel()  # exact; compared with float64 thresholds
-        row_start = np.arange(0, n_rows * n_features, n_features, dtype=np.intp)
-        node = np.repeat(flat.roots[:, np.newaxis], n_rows, axis=1)  # (trees, rows)
-        for _ in range(flat.depth):
-            column = flat.feature.take(node)
-            if n_rows > 1:
-                column += row_start
-            x = x_flat.take(column)
-            goes_right = x > flat.threshold.take(node)  # NaN > t is False: fixed below
-            if has_nan:
-                goes_right |= np.isnan(x) & flat.nan_goes_right.take(node)
-            node <<= 1
-            node += goes_right
-            node = flat.children.take(node)
-        leaf_values = flat.value.take(node, axis=0)  # (trees, rows, classes)
+        # float32 -> float64 is exact; sklearn compares float32(x) with float64 thresholds.
+        node = leaf_nodes(self._flat, X32.astype(np.float64), has_nan=has_nan)
+        leaf_values = self._flat.value.take(node, axis=0)  # (trees, rows, classes)
         # accumulate, unlike sum, always adds in order (sum may add pairwise), so the total
         # is sklearn's `proba += tree_proba` in estimator order to the bit.
         proba = np.add.accumulate(leaf_values, axis=0)[-1]
@@ -203,36 +171,8 @@ def _is_usable_tree(tree: Any, n_classes: int, n_features: int) -> bool:
     )
 
 
-def _flatten(trees: list[Any]) -> _FlatTrees:
-    features, thresholds, children, nan_right, values, roots = [], [], [], [], [], []
-    offset = 0
-    for tree in trees:
-        count = int(tree.node_count)
-        is_leaf = tree.children_left < 0
-        own = np.arange(count, dtype=np.intp)
-        pair = np.empty(2 * count, dtype=np.intp)
-        pair[0::2] = np.where(is_leaf, own, tree.children_left) + offset
-        pair[1::2] = np.where(is_leaf, own, tree.children_right) + offset
-        features.append(np.where(is_leaf, 0, tree.feature).astype(np.intp))
-        thresholds.append(np.where(is_leaf, 0.0, tree.threshold).astype(np.float64))
-        children.append(pair)
-        nan_right.append(~tree.missing_go_to_left.astype(bool))
-        values.append(np.asarray(tree.value[:, 0, :], dtype=np.float64))
-        roots.append(offset)
-        offset += count
-    return _FlatTrees(
-        feature=np.concatenate(features),
-        threshold=np.concatenate(thresholds),
-        children=np.concatenate(children),
-        nan_goes_right=np.concatenate(nan_right),
-        value=np.ascontiguousarray(np.concatenate(values)),
-        roots=np.asarray(roots, dtype=np.intp),
-        depth=max(int(tree.max_depth) for tree in trees),
-    )
-
-
 # ---------------------------------------------------------------------------------------------
-# Pipeline: ColumnTransformer of numeric branches (impute [+ scale]) -> forest
+# Pipeline: ColumnTransformer of numeric branches (impute [+ scale]) -> classifier
 # ---------------------------------------------------------------------------------------------
 
 
@@ -252,12 +192,86 @@ class _Scale:
 _Stage = _Impute | _Scale
 
 
+class CompiledModel(Protocol):
+    """A fitted classifier's predictions on preprocessed rows (float64, no feature names)."""
+
+    classes_: np.ndarray
+    n_features_in_: int
+
+    def predict_with_proba(
+        self, X: np.ndarray, *, with_probabilities: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(labels, probabilities in classes_ order or None); may give them when not asked."""
+        ...
+
+
+class LibraryModel:
+    """Any other fitted classifier, called directly on the compiled preprocessing's matrix.
+
+    Its predictions are scikit-learn's own; what is saved is the pipeline around it (a
+    DataFrame, the ColumnTransformer, column selection). Used for SVC and kNN, whose own
+    predict costs more than that.
+    """
+
+    classes_: np.ndarray
+    n_features_in_: int
+
+    def __init__(self, estimator: Any, classes: np.ndarray, n_features_in: int) -> None:
+        self.estimator = estimator
+        self.classes_ = classes
+        self.n_features_in_ = n_features_in
+        self._has_probabilities = hasattr(estimator, "predict_proba")
+
+    @classmethod
+    def compile(cls, estimator: Any) -> LibraryModel | None:
+        classes = getattr(estimator, "classes_", None)
+        n_features = getattr(estimator, "n_features_in_", None)
+        if (
+            not callable(getattr(estimator, "predict", None))
+            or not isinstance(classes, np.ndarray)
+            or classes.ndim != 1
+            or not isinstance(n_features, int)
+            # Fitted on a frame (set_output="pandas"): it would warn on, or refuse, a matrix.
+            or hasattr(estimator, "feature_names_in_")
+        ):
+            return None
+        return cls(estimator, classes, n_features)
+
+    def predict_with_proba(
+        self, X: np.ndarray, *, with_probabilities: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        # predict and argmax(predict_proba) differ for some estimators (SVC): ask for both.
+        labels = self.estimator.predict(X)
+        if not (with_probabilities and self._has_probabilities):
+            return labels, None
+        return labels, self.estimator.predict_proba(X)
+
+
+def compile_model(estimator: Any) -> CompiledModel | None:
+    """The fastest exact stand-in for a fitted classifier; None when there is none."""
+    compilers: tuple[Callable[[Any], CompiledModel | None], ...] = (
+        CompiledForest.compile,
+        CompiledGradientBoosting.compile,
+        CompiledHistGradientBoosting.compile,
+        CompiledLogisticRegression.compile,
+        CompiledGaussianNB.compile,
+        LibraryModel.compile,
+    )
+    for compiler in compilers:
+        compiled = compiler(estimator)
+        if compiled is not None:
+            return compiled
+    return None
+
+
 class CompiledPipeline:
-    """A fitted fastml Pipeline whose input is all-numeric, with the forest compiled.
+    """A fitted fastml Pipeline whose input is all-numeric, with its preprocessing compiled.
 
     Replicates, step for step and in float64, what the sklearn pipeline does to each numeric
-    column (NaN -> the imputer's statistics_, then (x - mean_) / scale_), so the forest sees
-    the very same matrix.
+    column (NaN -> the imputer's statistics_, then (x - mean_) / scale_), so the model sees
+    the very same matrix; tree ensembles are compiled too (CompiledForest and
+    ML/boosting_inference.py), so are LogisticRegression and GaussianNB
+    (ML/linear_inference.py); any other classifier is called on that matrix (LibraryModel).
     """
 
     classes_: np.ndarray
@@ -268,11 +282,11 @@ class CompiledPipeline:
         feature_names: list[str],
         source_columns: np.ndarray,
         stages: list[_Stage],
-        forest: CompiledForest,
+        model: CompiledModel,
     ) -> None:
         self.feature_names = feature_names
-        self.classes_ = forest.classes_
-        self.forest = forest
+        self.classes_ = model.classes_
+        self.model = model
         self._source_columns = source_columns  # preprocessed column j = X_raw[:, source[j]]
         self._stages = stages
 
@@ -280,27 +294,33 @@ class CompiledPipeline:
     def compile(cls, pipeline: Any) -> CompiledPipeline | None:
         """The compiled pipeline, or None when it is not exactly the supported shape.
 
-        Supported: Pipeline([ColumnTransformer, forest]) with steps found by type, where every
-        ColumnTransformer branch reads named columns through SimpleImputer(mean or median,
+        Supported: Pipeline([ColumnTransformer, classifier]) with steps found by type, where
+        every ColumnTransformer branch reads named columns through SimpleImputer(mean or median,
         missing_values=NaN, no indicator) and/or StandardScaler, remainder dropped, no
-        transformer_weights; the forest is anything CompiledForest.compile accepts.
+        transformer_weights; the classifier is anything compile_model accepts.
         """
         if type(pipeline) is not Pipeline:
             return None
         steps = [step for _, step in pipeline.steps if step not in (None, "passthrough")]
         if len(steps) != 2 or type(steps[0]) is not ColumnTransformer:
             return None
-        forest = CompiledForest.compile(steps[1])
         preprocessing = _compile_column_transformer(steps[0])
-        if forest is None or preprocessing is None:
+        if preprocessing is None:
+            return None
+        model = compile_model(steps[1])
+        if model is None:
             return None
         feature_names, source_columns, stages = preprocessing
-        if len(source_columns) != forest.n_features_in_:
+        if len(source_columns) != model.n_features_in_:
             return None
-        return cls(feature_names, source_columns, stages, forest)
+        return cls(feature_names, source_columns, stages, model)
 
-    def predict_proba(self, X_raw: np.ndarray) -> np.ndarray:
-        """Class probabilities for raw rows: float64, columns in feature_names order, NaN = missing.
+    def predict_with_proba(
+        self, X_raw: np.ndarray, *, with_probabilities: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(labels, probabilities) for raw rows: float64, columns in feature_names order, NaN
+        = missing. Probabilities (columns in classes_ order) may be None when not asked for, or
+        when the model gives none.
 
         Raises ValueError for a wrong shape, no rows, or infinity (as sklearn's imputer does).
         """
@@ -310,11 +330,23 @@ class CompiledPipeline:
                 f"X_raw must be a 2-D array of at least one row and {len(self.feature_names)} "
                 f"columns ({', '.join(self.feature_names)}); got shape {X_raw.shape}"
             )
-        return self.forest._proba(self._preprocess(X_raw))
+        check_finite(X_raw, allows_nan=True)
+        # In the layout ColumnTransformer hands the estimator (F order): a BLAS product's last
+        # bit depends on it (seen with LogisticRegression).
+        X = np.asfortranarray(self._preprocess(X_raw))
+        return self.model.predict_with_proba(X, with_probabilities=with_probabilities)
+
+    def predict_proba(self, X_raw: np.ndarray) -> np.ndarray:
+        """Class probabilities for raw rows, as predict_with_proba takes them."""
+        _, proba = self.predict_with_proba(X_raw)
+        if proba is None:
+            raise AttributeError(f"{type(self.model).__name__} gives no probabilities")
+        return proba
 
     def predict(self, X_raw: np.ndarray) -> np.ndarray:
-        """Predicted labels (values of classes_) for raw rows, as predict_proba takes them."""
-        return self.classes_.take(np.argmax(self.predict_proba(X_raw), axis=1), axis=0)
+        """Predicted labels (values of classes_) for raw rows, as predict_with_proba takes them."""
+        labels, _ = self.predict_with_proba(X_raw, with_probabilities=False)
+        return labels
 
     def _preprocess(self, X_raw: np.ndarray) -> np.ndarray:
         X = X_raw.take(self._source_columns, axis=1)  # a fresh array: safe to edit in place

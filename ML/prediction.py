@@ -134,9 +134,9 @@ def predict_arrays(
     if model.compiled is not None:
         if isinstance(inputs, pd.DataFrame):
             inputs = inputs.to_numpy(dtype=np.float64)
-        # A forest's predict is argmax of its probabilities: one pass gives both.
-        matrix = model.compiled.predict_proba(inputs)
-        labels = model.classes.take(matrix.argmax(axis=1))
+        labels, matrix = model.compiled.predict_with_proba(
+            inputs, with_probabilities=with_probabilities
+        )
         return labels, matrix if with_probabilities else None
     frame = inputs if isinstance(inputs, pd.DataFrame) else pd.DataFrame(inputs)
     labels = model.pipeline.predict(frame)

@@ -2,6 +2,7 @@
 
     python testing/benchmark.py [--duration 10] [--pairs 3] [--workers 2]
                                 [--out docs/benchmarks.md] [--quick]
+    python testing/benchmark.py --estimators all [--duration 3] [--pairs 2]
 
 On one machine, in one run: starts fastml with the Dockerfile's CMD (gunicorn, Uvicorn workers,
 a fresh temp model dir), trains `iris`, starts testing/ceiling_app.py under the same command,
@@ -10,6 +11,10 @@ alternating pairs (testing/ceiling_pairs.py). It also runs our own load client a
 trained model's `predict` in-process (testing/in_process_timing.py), then writes a markdown
 report (testing/benchmark_report.py), keeping the notes below the marker line of an existing
 report. Needs wrk on PATH (`apt-get install wrk`).
+
+With --estimators (`all`, or names from ML/estimators.py separated by commas) it measures
+instead single-row predict at c=64 for each estimator beside a naive FastAPI route and the
+ceiling (testing/estimators_benchmark.py), and rewrites that section of the report only.
 
 Exit code: 0 when every request was answered 2xx, 1 when some pass had errors (the report is
 still written), 2 when the benchmark could not start, 130 when interrupted.
@@ -60,6 +65,19 @@ from testing.benchmark_workload import (
     WARMUP_REQUESTS,
 )
 from testing.ceiling_pairs import run_pairs
+from testing.estimators_benchmark import (
+    DEFAULT_DURATION,
+    DEFAULT_ROUNDS,
+    NAIVE_APP,
+    EstimatorsBenchmarkError,
+    format_section,
+    run_rounds,
+    train_all,
+    warm_up_routes,
+    write_section,
+    write_wrk_script,
+)
+from testing.estimators_benchmark import measure_in_process as measure_estimators_in_process
 from testing.fastml_api import ApiError, LocalClient, basic_auth_header, train
 from testing.in_process_timing import measure_in_process
 from testing.load_config import LoadConfig, LoadTestError, Payload
@@ -140,6 +158,7 @@ class Options:
     workers: int
     out: Path
     quick: bool
+    estimators: tuple[str, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,16 +177,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 2 s passes, 1 pair (unless given)"
     )
+    parser.add_argument(
+        "--estimators",
+        default=None,
+        help="`all` or estimator names separated by commas: measure each beside a naive "
+        f"FastAPI route at c=64 instead ({DEFAULT_DURATION} s passes, {DEFAULT_ROUNDS} rounds "
+        "unless given)",
+    )
     return parser
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
-    duration = args.duration if args.duration is not None else (2 if args.quick else 10)
-    pairs = args.pairs if args.pairs is not None else (1 if args.quick else 3)
+    estimators = estimator_names(args.estimators)
+    default_duration, default_pairs = (DEFAULT_DURATION, DEFAULT_ROUNDS) if estimators else (10, 3)
+    duration = (
+        args.duration if args.duration is not None else (2 if args.quick else default_duration)
+    )
+    pairs = args.pairs if args.pairs is not None else (1 if args.quick else default_pairs)
     for name, value in (("--duration", duration), ("--pairs", pairs), ("--workers", args.workers)):
         if value < 1:
             raise BenchmarkError(f"{name} must be at least 1; got {value}")
-    return Options(duration, pairs, args.workers, args.out, args.quick)
+    return Options(duration, pairs, args.workers, args.out, args.quick, estimators)
+
+
+def estimator_names(text: str | None) -> tuple[str, ...]:
+    """() without --estimators; every registry name for `all`; else the names given, checked."""
+    from ML.estimators import ESTIMATORS
+
+    if text is None:
+        return ()
+    if text.strip() == "all":
+        return tuple(ESTIMATORS)
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in ESTIMATORS]
+    if unknown or not names:
+        raise BenchmarkError(
+            f"--estimators takes `all` or names from: {', '.join(ESTIMATORS)}; got {text!r}"
+        )
+    return names
 
 
 def passed_env() -> dict[str, str]:
@@ -245,6 +292,42 @@ def run_benchmark(options: Options, command: str) -> tuple[str, bool]:
     return format_report(info, summaries, own_client, in_process), is_success
 
 
+def run_estimators_benchmark(options: Options, command: str) -> tuple[str, bool]:
+    """Every estimator at c=64 beside the naive route and the ceiling: (the section, success)."""
+    wrk = find_wrk()
+    started = datetime.datetime.now(datetime.UTC)
+    load_average = os.getloadavg()
+    with contextlib.ExitStack() as stack:
+        work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fastml-bench-")))
+        fastml = start_server(work_dir, workers=options.workers)
+        stack.callback(stop_server, fastml)
+        train_all(fastml, options.estimators)
+        naive = start_server(
+            work_dir, app=NAIVE_APP, name="naive", workers=options.workers, admin=None
+        )
+        stack.callback(stop_server, naive)
+        ceiling = start_server(
+            work_dir, app=CEILING_APP, name="ceiling", workers=options.workers, admin=None
+        )
+        stack.callback(stop_server, ceiling)
+        warm_up_routes((fastml, naive, ceiling), options.estimators)
+        measured = run_rounds(
+            wrk,
+            (fastml, naive, ceiling),
+            options.estimators,
+            write_wrk_script(work_dir),
+            options.duration,
+            options.pairs,
+        )
+        print("timing the models in-process", file=sys.stderr)
+        costs = measure_estimators_in_process(fastml.model_dir, options.estimators)
+    section = format_section(
+        command, started, options.duration, options.workers, measured, costs, load_average
+    )
+    is_success = not any(r.has_errors for rounds in measured.values() for r in rounds)
+    return section, is_success
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so the servers are stopped either way."""
@@ -267,15 +350,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = options_from_args(args)
         check_out_path(options.out)
         with sigterm_as_interrupt():
-            report, is_success = run_benchmark(options, command)
-    except (BenchmarkError, ReportPathError, ServerError, WrkError, LoadTestError) as exc:
+            if options.estimators:
+                report, is_success = run_estimators_benchmark(options, command)
+            else:
+                report, is_success = run_benchmark(options, command)
+    except (
+        BenchmarkError,
+        EstimatorsBenchmarkError,
+        ReportPathError,
+        ServerError,
+        WrkError,
+        LoadTestError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; both servers were stopped", file=sys.stderr)
         return 130
     print(report)
-    write_report(options.out, report)
+    if options.estimators:
+        write_section(options.out, report)
+    else:
+        write_report(options.out, report)
     print(f"report written to {options.out}", file=sys.stderr)
     if not is_success:
         print("some requests failed: see the errors in the report", file=sys.stderr)

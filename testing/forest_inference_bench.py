@@ -79,7 +79,8 @@ def compare(name: str, repeat: int) -> None:
     fast = CompiledPipeline.compile(pipeline)
     if fast is None:
         raise SystemExit(f"CompiledPipeline.compile refused the {name} pipeline")
-    forest = fast.forest
+    forest = fast.model
+    assert isinstance(forest, forest_inference.CompiledForest)
     width = len(fast.feature_names)
     print(f"\n{name}: {forest.n_trees} trees, depth {forest.depth}, {width} features")
     print(f"{'rows':>6} {'sklearn ms':>11} {'fast ms':>9} {'speed-up':>9}  strategy")
@@ -106,7 +107,8 @@ def calibrate(name: str, repeat: int) -> None:
     fast = CompiledPipeline.compile(pipeline)
     if fast is None:
         raise SystemExit(f"CompiledPipeline.compile refused the {name} pipeline")
-    depth = fast.forest.depth
+    assert isinstance(fast.model, forest_inference.CompiledForest)
+    depth = fast.model.depth
     print(f"\n{name}: depth {depth}; times in ms")
     print(f"{'rows':>6} {'rows x depth':>13} {'vectorised':>11} {'per-tree':>9}")
     saved = forest_inference.VECTORISED_MAX_ROW_LEVELS

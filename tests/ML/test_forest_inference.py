@@ -19,6 +19,7 @@ from sklearn.ensemble import (
 )
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
@@ -459,10 +460,6 @@ def unsupported_pipelines() -> dict[str, Callable[[list[str]], Pipeline]]:
         return ColumnTransformer([("numeric", branch, numeric)], **options)
 
     return {
-        "logistic": lambda c: numeric_pipeline(c, LogisticRegression(max_iter=500), scale=True),
-        "hist-gradient-boosting": lambda c: numeric_pipeline(
-            c, HistGradientBoostingClassifier(max_iter=3), scale=False
-        ),
         "one-hot-branch": lambda c: Pipeline(
             [
                 (
@@ -510,6 +507,23 @@ def test_fast_pipeline_returns_none_for_unsupported(kind: str) -> None:
         fit_frame = frame.drop(columns="note")
     pipeline.fit(fit_frame, labels)
     assert CompiledPipeline.compile(pipeline) is None
+
+
+def test_fast_pipeline_compiles_other_classifiers_behind_its_preprocessing() -> None:
+    """Boosting is compiled (tests/ML/test_boosting_inference.py), anything else called as is."""
+    frame, labels = training_frame("c3-int", seed=0)
+    numeric = [column for column in frame.columns if column != "note"]
+    fit_frame = frame.drop(columns="note")
+    for model, kind in [
+        (HistGradientBoostingClassifier(max_iter=3), "CompiledHistGradientBoosting"),
+        (GradientBoostingClassifier(n_estimators=3), "CompiledGradientBoosting"),
+        (LogisticRegression(max_iter=500), "CompiledLogisticRegression"),
+        (KNeighborsClassifier(), "LibraryModel"),
+    ]:
+        pipeline = numeric_pipeline(numeric, model, scale=True).fit(fit_frame, labels)
+        fast = CompiledPipeline.compile(pipeline)
+        assert fast is not None
+        assert type(fast.model).__name__ == kind
 
 
 def test_fast_pipeline_returns_none_when_unfitted_or_not_a_pipeline() -> None:
