@@ -2,6 +2,7 @@
 
     python testing/benchmark.py [--duration 10] [--pairs 3] [--workers 2]
                                 [--out docs/benchmarks.md] [--quick]
+    python testing/benchmark.py --workload get_prediction [--reference DIR] [--pairs 3] ...
 
 On one machine, in one run: starts fastml with the Dockerfile's CMD (gunicorn, Uvicorn workers,
 a fresh temp model dir), trains `iris`, starts testing/ceiling_app.py under the same command,
@@ -10,6 +11,11 @@ alternating pairs (testing/ceiling_pairs.py). It also runs our own load client a
 trained model's `predict` in-process (testing/in_process_timing.py), then writes a markdown
 report (testing/benchmark_report.py), keeping the notes below the marker line of an existing
 report. Needs wrk on PATH (`apt-get install wrk`).
+
+`--workload get_prediction` measures the fast-ml workload instead (testing/compat_benchmark.py):
+the original client's multipart test.csv to `/get_prediction` at c=64, beside the ceiling and,
+with `--reference DIR`, another checkout of fastml (the code before a change), in rounds of one
+pass each; it prints a markdown section (written to `--out` only when given).
 
 Exit code: 0 when every request was answered 2xx, 1 when some pass had errors (the report is
 still written), 2 when the benchmark could not start, 130 when interrupted.
@@ -29,6 +35,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 
@@ -60,6 +67,7 @@ from testing.benchmark_workload import (
     WARMUP_REQUESTS,
 )
 from testing.ceiling_pairs import run_pairs
+from testing.compat_benchmark import CompatBenchmarkError, CompatOptions, run_compat_benchmark
 from testing.fastml_api import ApiError, LocalClient, basic_auth_header, train
 from testing.in_process_timing import measure_in_process
 from testing.load_config import LoadConfig, LoadTestError, Payload
@@ -133,6 +141,11 @@ def warm_up(server: Server) -> None:
         )
 
 
+class Workload(StrEnum):
+    PREDICT = "predict"
+    GET_PREDICTION = "get_prediction"
+
+
 @dataclass(frozen=True)
 class Options:
     duration: int
@@ -140,6 +153,9 @@ class Options:
     workers: int
     out: Path
     quick: bool
+    workload: Workload = Workload.PREDICT
+    reference: Path | None = None
+    is_out_given: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 2 s passes, 1 pair (unless given)"
     )
+    parser.add_argument(
+        "--workload",
+        choices=[workload.value for workload in Workload],
+        default=Workload.PREDICT.value,
+        help="predict: one JSON row to /models/iris/predict (default); get_prediction: the "
+        "fast-ml client's multipart test.csv to /get_prediction at c=64, --pairs rounds",
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="get_prediction only: a checkout of other fastml code (e.g. `git archive main`) "
+        "served and measured beside this one",
+    )
     return parser
 
 
@@ -167,7 +197,17 @@ def options_from_args(args: argparse.Namespace) -> Options:
     for name, value in (("--duration", duration), ("--pairs", pairs), ("--workers", args.workers)):
         if value < 1:
             raise BenchmarkError(f"{name} must be at least 1; got {value}")
-    return Options(duration, pairs, args.workers, args.out, args.quick)
+    workload = Workload(args.workload)
+    reference = args.reference.resolve() if args.reference is not None else None
+    if reference is not None:
+        if workload is not Workload.GET_PREDICTION:
+            raise BenchmarkError("--reference goes with --workload get_prediction")
+        if not (reference / "wsgi.py").is_file():
+            raise BenchmarkError(f"--reference {reference} is not a fastml checkout (no wsgi.py)")
+    is_out_given = args.out != DEFAULT_OUT
+    return Options(
+        duration, pairs, args.workers, args.out, args.quick, workload, reference, is_out_given
+    )
 
 
 def passed_env() -> dict[str, str]:
@@ -245,6 +285,20 @@ def run_benchmark(options: Options, command: str) -> tuple[str, bool]:
     return format_report(info, summaries, own_client, in_process), is_success
 
 
+def run_get_prediction(options: Options, command: str) -> int:
+    """The fast-ml workload: print its markdown section, and write it to --out when given."""
+    compat = CompatOptions(options.duration, options.pairs, options.workers, options.reference)
+    report, is_success = run_compat_benchmark(compat, find_wrk(), command)
+    print(report)
+    if options.is_out_given:
+        options.out.parent.mkdir(parents=True, exist_ok=True)
+        options.out.write_text(report, encoding="utf-8")
+        print(f"report written to {options.out}", file=sys.stderr)
+    if not is_success:
+        print("some requests failed: see the errors in the report", file=sys.stderr)
+    return 0 if is_success else 1
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so the servers are stopped either way."""
@@ -267,8 +321,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = options_from_args(args)
         check_out_path(options.out)
         with sigterm_as_interrupt():
+            if options.workload is Workload.GET_PREDICTION:
+                return run_get_prediction(options, command)
             report, is_success = run_benchmark(options, command)
-    except (BenchmarkError, ReportPathError, ServerError, WrkError, LoadTestError) as exc:
+    except (
+        BenchmarkError,
+        CompatBenchmarkError,
+        ReportPathError,
+        ServerError,
+        WrkError,
+        LoadTestError,
+        ApiError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
