@@ -71,7 +71,7 @@ def read_plain_evaluation_csv(
         return None
     width = len(header)
     rows = [line.split(",") for line in lines[1:]]
-    if any(len(row) != width for row in rows):
+    if set(map(len, rows)) != {width}:
         return None  # ragged or blank lines: the checked reader names them
     columns = list(zip(*rows, strict=True))
     features = np.empty((len(rows), len(names)), dtype=np.float64)

@@ -120,7 +120,8 @@ async def follow_current_versions(models: ModelCache, poll_seconds: float) -> No
             logger.exception("refreshing the model cache failed; retrying")
 
 
-def get_backend(request: Request) -> Backend:
+async def get_backend(request: Request) -> Backend:
+    # async so that FastAPI calls it on the loop rather than in the thread pool (see RoleCheck).
     backend: Backend = request.app.state.backend
     return backend
 

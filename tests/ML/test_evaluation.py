@@ -101,7 +101,9 @@ def read_both(model: ServedModel, content: bytes, target: str) -> tuple[Any, Any
             if reader == "fast":
                 inputs, labels = read_evaluation_input(model, io.BytesIO(content), target, LIMITS)
             else:
-                frame, series = read_evaluation_csv(io.BytesIO(content), target, model.schema, LIMITS)
+                frame, series = read_evaluation_csv(
+                    io.BytesIO(content), target, model.schema, LIMITS
+                )
                 inputs, labels = frame.to_numpy(dtype=np.float64), series.to_numpy()
             answers.append((np.asarray(inputs, dtype=np.float64), labels))
         except FastMLError as exc:
