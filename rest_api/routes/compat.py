@@ -70,7 +70,7 @@ async def get_prediction(
 ) -> JSONResponse:
     try:
         _, metrics = await backend.evaluate(
-            DEFAULT_MODEL, csv_file, target_variable, Scores.ACCURACY
+            DEFAULT_MODEL, csv_file.file, target_variable, Scores.ACCURACY
         )
     except FastMLError as error:
         return compat_answer(status_and_code(error)[0], error.message)

@@ -171,5 +171,5 @@ def delete_version(name: str, version: VersionNumber, backend: BackendDep) -> No
 async def evaluate(
     name: str, csv_file: CsvFile, target_variable: TargetVariable, backend: BackendDep
 ) -> EvaluationView:
-    model, metrics = await backend.evaluate(name, csv_file, target_variable)
+    model, metrics = await backend.evaluate(name, csv_file.file, target_variable)
     return EvaluationView(model=model.name, version=model.version, metrics=metrics)
