@@ -12,13 +12,11 @@ import pandas as pd
 
 from ML.batching import BatchSettings, MicroBatcher
 from ML.csv_chunks import read_csv_chunks
-from ML.datasets import DatasetLimits, read_evaluation_csv
 from ML.errors import InvalidInput
 from ML.features import Feature
 from ML.forest_inference import CompiledPipeline
 from ML.json_input import frame_from_columns, frame_from_rows, matrix_from_rows
 from ML.model_store import LoadedModel
-from ML.training import compute_metrics
 
 # What a model is given: a DataFrame for scikit-learn, or a float matrix for a compiled forest.
 ModelInput: TypeAlias = pd.DataFrame | np.ndarray
@@ -157,14 +155,6 @@ def check_probabilities(model: ServedModel) -> None:
 
 def probability_columns(model: ServedModel) -> list[str]:
     return [f"probability_{label}" for label in model.pipeline.classes_.tolist()]
-
-
-def evaluate_csv(
-    model: ServedModel, source: BinaryIO | Path, target_variable: str, limits: DatasetLimits
-) -> dict[str, Any]:
-    """The training metrics, computed for `model` on a labelled CSV."""
-    features, target = read_evaluation_csv(source, target_variable, model.schema, limits)
-    return compute_metrics(model.pipeline, features, target)
 
 
 PREDICTION_COLUMN = "prediction"

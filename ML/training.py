@@ -21,12 +21,7 @@ import sklearn
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
+from sklearn.metrics import accuracy_score
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -37,6 +32,7 @@ from ML.errors import InvalidDataset, InvalidParams
 from ML.estimators import DEFAULT_ESTIMATOR, build_estimator, estimator_spec, parameter_names
 from ML.features import Feature, FeatureKind
 from ML.jobs import TrainingJobOptions
+from ML.scores import aligned_labels, classification_metrics, native
 
 logger = logging.getLogger(__name__)
 
@@ -192,10 +188,10 @@ def compute_metrics(
     if len(target) == 0:
         raise InvalidDataset("there are no rows to evaluate; send at least one labelled row")
     classes = np.asarray(pipeline.classes_)
-    truth = _aligned_labels(target, classes)
+    truth = aligned_labels(target.to_numpy(), classes)
     predicted = pipeline.predict(features)
     probabilities = pipeline.predict_proba(features) if hasattr(pipeline, "predict_proba") else None
-    return _metrics(truth, predicted, probabilities, classes)
+    return classification_metrics(truth, predicted, probabilities, classes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +297,9 @@ def _train_with_cv(
             probabilities = None
     pipeline = clone(template)
     pipeline.fit(features, target)
-    metrics = _metrics(target.to_numpy(), predicted, probabilities, np.asarray(pipeline.classes_))
+    metrics = classification_metrics(
+        target.to_numpy(), predicted, probabilities, np.asarray(pipeline.classes_)
+    )
     metrics.update(
         train_accuracy=_train_accuracy(pipeline, features, target, options.random_state),
         evaluation="cv",
@@ -339,75 +337,6 @@ def _data_errors(estimator: str) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Metrics
-# ---------------------------------------------------------------------------------------------
-
-
-def _metrics(
-    truth: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray | None, classes: np.ndarray
-) -> dict[str, Any]:
-    truth = np.asarray(truth)
-    labels = list(classes) + _unseen_labels(truth, classes)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        truth, predicted, average="macro", zero_division=0
-    )
-    matrix = confusion_matrix(truth, predicted, labels=labels)
-    return {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "precision_macro": float(precision),
-        "recall_macro": float(recall),
-        "f1_macro": float(f1),
-        "roc_auc": _roc_auc(truth, probabilities, classes),
-        "confusion_matrix": matrix.tolist(),
-        "labels": [native(label) for label in labels],
-        # The rows these metrics were measured on: the test split, the out-of-fold
-        # predictions of every row under cv, or the file sent to evaluate.
-        "test_rows": len(truth),
-    }
-
-
-def _unseen_labels(truth: np.ndarray, classes: np.ndarray) -> list[Any]:
-    known = set(classes.tolist())
-    unseen = {label for label in truth.tolist() if label not in known}
-    return sorted(unseen, key=lambda label: (type(label).__name__, str(label)))
-
-
-def _roc_auc(
-    truth: np.ndarray, probabilities: np.ndarray | None, classes: np.ndarray
-) -> float | None:
-    """ROC AUC (binary, or one-vs-rest macro), None where it is undefined; never raises."""
-    if probabilities is None or len(classes) < 2 or not np.isfinite(probabilities).all():
-        return None
-    try:
-        present = set(truth.tolist())
-        if present != set(classes.tolist()):
-            return None  # a class without true rows (or a label the model never saw)
-        if len(classes) == 2:
-            is_positive = (truth == classes[1]).astype(int)
-            score = roc_auc_score(is_positive, probabilities[:, 1])
-        else:
-            score = roc_auc_score(
-                truth, probabilities, multi_class="ovr", average="macro", labels=classes
-            )
-    except (ValueError, TypeError, IndexError):
-        return None
-    score = float(score)
-    return score if math.isfinite(score) else None
-
-
-def _aligned_labels(target: pd.Series, classes: np.ndarray) -> np.ndarray:
-    """True labels comparable with the model's classes.
-
-    A model trained on text labels compared with an evaluation file whose labels all look
-    numeric (pandas reads them as numbers) compares them as text.
-    """
-    truth = np.asarray(target.to_numpy())
-    if truth.dtype.kind != "O" and all(isinstance(label, str) for label in classes.tolist()):
-        return np.array([str(native(label)) for label in truth], dtype=object)
-    return truth
-
-
-# ---------------------------------------------------------------------------------------------
 # Metadata helpers
 # ---------------------------------------------------------------------------------------------
 
@@ -423,11 +352,6 @@ def _estimator_params(options: TrainingOptions) -> dict[str, Any]:
     if "random_state" in parameter_names(options.estimator) and "random_state" not in params:
         params["random_state"] = options.random_state
     return params
-
-
-def native(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds (np.int64(3) -> 3); others unchanged."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def json_safe(value: Any) -> Any:

@@ -329,9 +329,11 @@ class RoleCheck:
     def __init__(self, role: Role) -> None:
         self.role = role
 
-    def __call__(
+    async def __call__(
         self, request: Request, _: Annotated[HTTPBasicCredentials | None, Depends(BASIC_SCHEME)]
     ) -> User:
+        # async, though it never awaits: FastAPI runs a plain def dependency in the thread pool,
+        # a hop that costs more than this dict lookup.
         return authorize(request.scope.get("state", {}).get("user"), self.role)
 
 

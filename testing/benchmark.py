@@ -3,6 +3,7 @@
     python testing/benchmark.py [--duration 10] [--pairs 3] [--workers 2]
                                 [--out docs/benchmarks.md] [--quick]
     python testing/benchmark.py --estimators all [--duration 3] [--pairs 2]
+    python testing/benchmark.py --workload get_prediction [--reference DIR] [--pairs 3] ...
 
 On one machine, in one run: starts fastml with the Dockerfile's CMD (gunicorn, Uvicorn workers,
 a fresh temp model dir), trains `iris`, starts testing/ceiling_app.py under the same command,
@@ -15,6 +16,11 @@ report. Needs wrk on PATH (`apt-get install wrk`).
 With --estimators (`all`, or names from ML/estimators.py separated by commas) it measures
 instead single-row predict at c=64 for each estimator beside a naive FastAPI route and the
 ceiling (testing/estimators_benchmark.py), and rewrites that section of the report only.
+
+`--workload get_prediction` measures the fast-ml workload instead (testing/compat_benchmark.py):
+the original client's multipart test.csv to `/get_prediction` at c=64, beside the ceiling and,
+with `--reference DIR`, another checkout of fastml (the code before a change), in rounds of one
+pass each; it prints a markdown section (written to `--out` only when given).
 
 Exit code: 0 when every request was answered 2xx, 1 when some pass had errors (the report is
 still written), 2 when the benchmark could not start, 130 when interrupted.
@@ -34,6 +40,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 
@@ -65,6 +72,7 @@ from testing.benchmark_workload import (
     WARMUP_REQUESTS,
 )
 from testing.ceiling_pairs import run_pairs
+from testing.compat_benchmark import CompatBenchmarkError, CompatOptions, run_compat_benchmark
 from testing.estimators_benchmark import (
     DEFAULT_DURATION,
     DEFAULT_ROUNDS,
@@ -151,6 +159,11 @@ def warm_up(server: Server) -> None:
         )
 
 
+class Workload(StrEnum):
+    PREDICT = "predict"
+    GET_PREDICTION = "get_prediction"
+
+
 @dataclass(frozen=True)
 class Options:
     duration: int
@@ -159,6 +172,9 @@ class Options:
     out: Path
     quick: bool
     estimators: tuple[str, ...] = ()
+    workload: Workload = Workload.PREDICT
+    reference: Path | None = None
+    is_out_given: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
         f"FastAPI route at c=64 instead ({DEFAULT_DURATION} s passes, {DEFAULT_ROUNDS} rounds "
         "unless given)",
     )
+    parser.add_argument(
+        "--workload",
+        choices=[workload.value for workload in Workload],
+        default=Workload.PREDICT.value,
+        help="predict: one JSON row to /models/iris/predict (default); get_prediction: the "
+        "fast-ml client's multipart test.csv to /get_prediction at c=64, --pairs rounds",
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="get_prediction only: a checkout of other fastml code (e.g. `git archive main`) "
+        "served and measured beside this one",
+    )
     return parser
 
 
@@ -197,7 +227,27 @@ def options_from_args(args: argparse.Namespace) -> Options:
     for name, value in (("--duration", duration), ("--pairs", pairs), ("--workers", args.workers)):
         if value < 1:
             raise BenchmarkError(f"{name} must be at least 1; got {value}")
-    return Options(duration, pairs, args.workers, args.out, args.quick, estimators)
+    workload = Workload(args.workload)
+    reference = args.reference.resolve() if args.reference is not None else None
+    if reference is not None:
+        if workload is not Workload.GET_PREDICTION:
+            raise BenchmarkError("--reference goes with --workload get_prediction")
+        if not (reference / "wsgi.py").is_file():
+            raise BenchmarkError(f"--reference {reference} is not a fastml checkout (no wsgi.py)")
+    is_out_given = args.out != DEFAULT_OUT
+    if estimators and workload is not Workload.PREDICT:
+        raise BenchmarkError("--estimators and --workload get_prediction are separate runs")
+    return Options(
+        duration,
+        pairs,
+        args.workers,
+        args.out,
+        args.quick,
+        estimators=estimators,
+        workload=workload,
+        reference=reference,
+        is_out_given=is_out_given,
+    )
 
 
 def estimator_names(text: str | None) -> tuple[str, ...]:
@@ -328,6 +378,20 @@ def run_estimators_benchmark(options: Options, command: str) -> tuple[str, bool]
     return section, is_success
 
 
+def run_get_prediction(options: Options, command: str) -> int:
+    """The fast-ml workload: print its markdown section, and write it to --out when given."""
+    compat = CompatOptions(options.duration, options.pairs, options.workers, options.reference)
+    report, is_success = run_compat_benchmark(compat, find_wrk(), command)
+    print(report)
+    if options.is_out_given:
+        options.out.parent.mkdir(parents=True, exist_ok=True)
+        options.out.write_text(report, encoding="utf-8")
+        print(f"report written to {options.out}", file=sys.stderr)
+    if not is_success:
+        print("some requests failed: see the errors in the report", file=sys.stderr)
+    return 0 if is_success else 1
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so the servers are stopped either way."""
@@ -350,17 +414,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = options_from_args(args)
         check_out_path(options.out)
         with sigterm_as_interrupt():
+            if options.workload is Workload.GET_PREDICTION:
+                return run_get_prediction(options, command)
             if options.estimators:
                 report, is_success = run_estimators_benchmark(options, command)
             else:
                 report, is_success = run_benchmark(options, command)
     except (
         BenchmarkError,
+        CompatBenchmarkError,
         EstimatorsBenchmarkError,
         ReportPathError,
         ServerError,
         WrkError,
         LoadTestError,
+        ApiError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

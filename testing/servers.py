@@ -134,8 +134,12 @@ def start_server(
     name: str = "fastml",
     workers: int = 2,
     admin: tuple[str, str] | None = ADMIN,
+    project_dir: Path = PROJECT_DIR,
 ) -> Server:
     """Start the Dockerfile's CMD serving `app` on a free port; return once /health/ready is 200.
+
+    `project_dir` is the code it runs: another checkout (an older commit) can be measured beside
+    this one.
 
     Models, state and the log go under `work_dir` (`models/`, `ML_server.log`); `admin=None`
     configures no user, so the server generates its admin. Raises ServerError, having stopped
@@ -155,7 +159,7 @@ def start_server(
         # caller, which then stops the server itself.
         process = subprocess.Popen(
             command,
-            cwd=PROJECT_DIR,
+            cwd=project_dir,
             env=server_env(port, workers, admin, env),
             stdout=output,
             stderr=subprocess.STDOUT,

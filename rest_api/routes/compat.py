@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 
 from ML.errors import FastMLError
 from ML.estimators import DEFAULT_ESTIMATOR
+from ML.evaluation import Scores
 from ML.jobs import JobStatus, TrainingJobOptions
 from rest_api.auth import NEEDS_PREDICTOR, NEEDS_TRAINER
 from rest_api.backend import BackendDep
@@ -94,7 +95,9 @@ async def get_prediction(
     csv_file: CsvFile, target_variable: TargetVariable, backend: BackendDep
 ) -> JSONResponse:
     try:
-        _, metrics = await backend.evaluate(DEFAULT_MODEL, csv_file.file, target_variable)
+        _, metrics = await backend.evaluate(
+            DEFAULT_MODEL, csv_file.file, target_variable, Scores.ACCURACY
+        )
     except FastMLError as error:
         return compat_answer(status_and_code(error)[0], error.message)
     return compat_answer(200, f"Test accuracy : {metrics['accuracy'] * 100:.2f} %")
