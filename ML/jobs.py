@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ML.errors import JobConflict, JobNotFound, StorageFull, StoreUnavailable
 from ML.private_files import make_private_database
@@ -183,6 +183,32 @@ class JobRecord:
             "result": self.result,
             "error": self.error,
         }
+
+
+class JobRecords(Protocol):
+    """What the server, the job function and the commit need of a job store: SQLite
+    (`JobStore`, the embedded default) or Redis (`ML.redis_jobs.RedisJobStore`).
+    `Settings.open_job_store` picks one. Every status change is a compare-and-set."""
+
+    def create(
+        self, model_name: str, options: TrainingJobOptions, upload_path: str, owner: str
+    ) -> JobRecord: ...
+
+    def get(self, job_id: str) -> JobRecord: ...
+
+    def list_recent(self, limit: int, model_name: str | None = None) -> list[JobRecord]: ...
+
+    def claim(self, job_id: str, owner: str) -> bool: ...
+
+    def succeed(self, job_id: str, result: dict[str, Any]) -> bool: ...
+
+    def succeed_if_owner(self, job_id: str, owner: str, result: dict[str, Any]) -> bool: ...
+
+    def upload_paths_in_use(self) -> set[str]: ...
+
+    def fail(self, job_id: str, error: str) -> bool: ...
+
+    def cancel(self, job_id: str) -> JobRecord: ...
 
 
 class JobStore:
