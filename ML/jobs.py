@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -209,6 +210,24 @@ class JobRecords(Protocol):
     def fail(self, job_id: str, error: str) -> bool: ...
 
     def cancel(self, job_id: str) -> JobRecord: ...
+
+
+async def wait_until_finished(jobs: JobRecords, job_id: str, timeout: float) -> JobRecord:
+    """Poll `jobs` until the job has finished; TimeoutError past `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.05
+    while True:
+        job = await asyncio.to_thread(jobs.get, job_id)
+        if job.status.is_terminal:
+            return job
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError(
+                f"job {job_id} is still {job.status} after {timeout:g} s; ask for it again later"
+            )
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.5)
 
 
 class JobStore:

@@ -92,6 +92,7 @@ redis.call('HDEL', KEYS[1], 'owner', 'started_at')
 return 'run'
 """
 
+
 class Delivery(StrEnum):
     """What a Celery delivery of a job's task should do (`RedisJobStore.start_attempt`)."""
 

@@ -9,7 +9,7 @@ import gc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, Protocol
 
 from fastapi import Depends, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +18,7 @@ from ML.config import Settings
 from ML.datasets import check_training_csv_start
 from ML.errors import StorageFull, StoreUnavailable
 from ML.job_runner import EmbeddedJobRunner
-from ML.jobs import JobRecord, JobStore, TrainingJobOptions
+from ML.jobs import JobRecord, JobRecords, JobStore, TrainingJobOptions
 from ML.model_cache import ModelCache
 from ML.model_store import ModelStore, check_name
 from ML.prediction import ServedModel, evaluate_csv
@@ -29,20 +29,34 @@ from rest_api.uploads import remove_stray_uploads, save_upload
 logger = logging.getLogger(__name__)
 
 
+class JobRunner(Protocol):
+    """EmbeddedJobRunner (the default) or CeleryJobRunner (FASTML_BROKER_URL)."""
+
+    owner: str
+
+    def start(self) -> None: ...
+
+    def submit(self, job_id: str) -> None: ...
+
+    async def wait(self, job_id: str, timeout: float) -> JobRecord: ...
+
+    def shutdown(self) -> None: ...
+
+
 @dataclass
 class Backend:
     settings: Settings
     store: ModelStore
-    jobs: JobStore
-    runner: EmbeddedJobRunner
+    jobs: JobRecords
+    runner: JobRunner
     models: ModelCache
 
     @classmethod
     def open(cls, settings: Settings) -> Backend:
         make_private_dir(settings.uploads_dir)  # and the state folder, 0700
         store = settings.open_model_store()
-        jobs = JobStore(settings.jobs_db_path)
-        runner = EmbeddedJobRunner(settings, jobs)
+        jobs = settings.open_job_store()
+        runner = open_job_runner(settings, jobs)
         runner.start()
         with contextlib.suppress(StorageFull, StoreUnavailable):  # runner.start logged it
             remove_stray_uploads(settings.uploads_dir, jobs)
@@ -50,6 +64,16 @@ class Backend:
 
     def close(self) -> None:
         self.runner.shutdown()
+
+    def queue_unavailable_reason(self) -> str | None:
+        """Why jobs cannot be queued right now (the broker's Redis is away); None when they
+        can, and always on the embedded default."""
+        if not self.settings.broker_url:
+            return None
+        from ML.celery_runner import CeleryJobRunner
+
+        assert isinstance(self.runner, CeleryJobRunner)
+        return self.runner.unavailable_reason()
 
     async def served_model(self, name: str) -> ServedModel:
         """The current version of `name`: from this worker's cache, else loaded off the loop."""
@@ -81,10 +105,12 @@ class Backend:
             job = await run_in_threadpool(
                 self.jobs.create, name, options, str(upload_path), self.runner.owner
             )
+            # Off the event loop: on Celery this publishes to Redis, and a job that could
+            # not be queued is deleted again (the upload just below).
+            await run_in_threadpool(self.runner.submit, job.id)
         except BaseException:
             upload_path.unlink(missing_ok=True)
             raise
-        self.runner.submit(job.id)
         TRAINING_JOBS.inc()
         return job
 
@@ -97,6 +123,19 @@ class Backend:
             evaluate_csv, model, source, target_variable, self.settings.dataset_limits()
         )
         return model, metrics
+
+
+def open_job_runner(settings: Settings, jobs: JobRecords) -> JobRunner:
+    """Celery workers for a Redis job store (FASTML_BROKER_URL), else the in-server pool.
+    Celery is imported only then: the embedded default loads none of it."""
+    if settings.broker_url:
+        from ML.celery_runner import CeleryJobRunner
+        from ML.redis_jobs import RedisJobStore
+
+        assert isinstance(jobs, RedisJobStore)
+        return CeleryJobRunner(settings, jobs)
+    assert isinstance(jobs, JobStore)
+    return EmbeddedJobRunner(settings, jobs)
 
 
 async def follow_current_versions(models: ModelCache, poll_seconds: float) -> None:

@@ -145,7 +145,7 @@ def test_redis_going_away_is_store_unavailable(private_redis: RedisServer) -> No
     try:
         job = store.create("iris", OPTIONS, "/uploads/a.csv", "api-1")
         private_redis.stop()
-        with pytest.raises(StoreUnavailable, match="Redis at 127.0.0.1"):
+        with pytest.raises(StoreUnavailable, match=r"Redis at 127\.0\.0\.1"):
             store.get(job.id)
         with pytest.raises(StoreUnavailable):
             store.create("iris", OPTIONS, "/uploads/b.csv", "api-1")
