@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from testing.servers import PROJECT_DIR, OWNED_ENV
+from testing.servers import OWNED_ENV, PROJECT_DIR
 from tests.system.fault_tools import children_of
 
 READY_DEADLINE_SECONDS = 120.0  # a loaded machine imports scikit-learn slowly

@@ -58,10 +58,22 @@ def submit(client: httpx.Client, name: str, csv_path: Path, target: str, **form:
     return str(answer.json()["id"])
 
 
-def wait_running_in(worker: CeleryWorker, client: httpx.Client, job_id: str) -> int:
-    """The pid of the worker's job process once the job runs in it."""
-    wait_for_job(client, job_id, frozenset({"running"}))
-    return worker.job_process()
+def wait_running_in(
+    worker: CeleryWorker, client: httpx.Client, job_id: str, after: str | None = None
+) -> tuple[int, str]:
+    """(pid of the worker's job process, started_at) once an attempt of the job started
+    later than `after` runs in it: a killed attempt's record still says running."""
+    deadline = time.monotonic() + RECOVERY_DEADLINE_SECONDS * 4
+    job: dict[str, object] = {}
+    for _ in range(2000):
+        job = client.get(f"/jobs/{job_id}").json()
+        started = job.get("started_at")
+        if job["status"] == "running" and isinstance(started, str) and started != after:
+            return worker.job_process(), started
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not start a new attempt: {job}")
 
 
 def versions_of(client: httpx.Client, name: str) -> list[int]:
@@ -115,35 +127,40 @@ def test_a_killed_job_process_is_redelivered_and_commits_one_version(
     stack: Stack, tmp_path: Path
 ) -> None:
     csv_path = slow_csv(tmp_path)
-    with running_worker(stack.work_dir, stack.redis.url) as worker:
-        with stack.server.client() as client:
-            job_id = submit(client, "slow", csv_path, "label", params='{"n_estimators": 300}')
-            victim = wait_running_in(worker, client, job_id)
-            os.kill(victim, signal.SIGKILL)
-            assert wait_until_gone([victim]) == []
-            job = wait_for_job(client, job_id)
-            assert job["status"] == "succeeded", (job, worker.output()[-3000:])
-            assert versions_of(client, "slow") == [1]
-            assert is_alive(worker.process.pid)
+    with (
+        running_worker(stack.work_dir, stack.redis.url) as worker,
+        stack.server.client() as client,
+    ):
+        job_id = submit(client, "slow", csv_path, "label", params='{"n_estimators": 300}')
+        victim, _ = wait_running_in(worker, client, job_id)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_until_gone([victim]) == []
+        job = wait_for_job(client, job_id)
+        assert job["status"] == "succeeded", (job, worker.output()[-3000:])
+        assert versions_of(client, "slow") == [1]
+        assert is_alive(worker.process.pid)
 
 
 def test_a_job_that_kills_its_process_every_time_fails_after_the_attempts(
     stack: Stack, tmp_path: Path
 ) -> None:
     csv_path = slow_csv(tmp_path)
-    with running_worker(stack.work_dir, stack.redis.url, stack.env) as worker:
-        with stack.server.client() as client:
-            job_id = submit(client, "poison", csv_path, "label", params='{"n_estimators": 300}')
-            for _ in range(2):  # FASTML_JOB_MAX_ATTEMPTS=2
-                victim = wait_running_in(worker, client, job_id)
-                os.kill(victim, signal.SIGKILL)
-                assert wait_until_gone([victim]) == []
-            job = wait_for_job(client, job_id)
-            assert job["status"] == "failed", job
-            assert "2 attempts" in job["error"], job
-            assert client.get("/models/poison").status_code == 404
-            # The worker goes on serving other jobs.
-            assert train(client, "after", TRAIN_CSV)["status"] == "succeeded"
+    with (
+        running_worker(stack.work_dir, stack.redis.url, stack.env) as worker,
+        stack.server.client() as client,
+    ):
+        job_id = submit(client, "poison", csv_path, "label", params='{"n_estimators": 300}')
+        started: str | None = None
+        for _ in range(2):  # FASTML_JOB_MAX_ATTEMPTS=2
+            victim, started = wait_running_in(worker, client, job_id, after=started)
+            os.kill(victim, signal.SIGKILL)
+            assert wait_until_gone([victim]) == []
+        job = wait_for_job(client, job_id)
+        assert job["status"] == "failed", job
+        assert "2 attempts" in job["error"], job
+        assert client.get("/models/poison").status_code == 404
+        # The worker goes on serving other jobs.
+        assert train(client, "after", TRAIN_CSV)["status"] == "succeeded"
 
 
 def test_redis_away_makes_the_api_unready_and_refuses_training_then_recovers(
