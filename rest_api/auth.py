@@ -33,6 +33,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from ML.config import Settings
 from rest_api.errors import ApiError
 from rest_api.login_failures import (
+    CountersUnavailable,
     FailureCounters,
     LocalFailureCounts,
     Lockouts,
@@ -133,6 +134,9 @@ class LoginThrottle:
                 raise _DiskFull from error
             # Fail closed: without the counters nobody may guess, but nothing is corrupted.
             logger.exception("the failed-login counters cannot be read or written")
+            raise AuthFailed(503, "logins are unavailable for a moment; try again", 1) from None
+        except CountersUnavailable as error:
+            logger.warning("the failed-login counters cannot be reached: %s", error)
             raise AuthFailed(503, "logins are unavailable for a moment; try again", 1) from None
 
 
@@ -255,7 +259,15 @@ def build_authenticator(settings: Settings) -> Authenticator:
         account_window_seconds=settings.login_account_window_seconds,
         known_address_seconds=settings.login_known_address_days * 86400,
     )
-    counters = SQLiteFailureCounters(settings.login_failures_db_path, limits)
+    counters: FailureCounters
+    if settings.broker_url:  # every replica counts in the broker's Redis
+        from rest_api.redis_login_failures import RedisFailureCounters
+
+        counters = RedisFailureCounters.from_url(
+            settings.broker_url, limits, settings.redis_key_prefix
+        )
+    else:
+        counters = SQLiteFailureCounters(settings.login_failures_db_path, limits)
     return Authenticator(load_users(settings, hasher), LoginThrottle(counters), hasher)
 
 

@@ -1,0 +1,145 @@
+"""The failed-login counters in a real Redis: the SQLite counters' policy, shared by replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from rest_api.auth import Authenticator, AuthFailed, LoginThrottle
+from rest_api.redis_login_failures import RedisFailureCounters
+from rest_api.users import UserRecord
+from tests.redis_fixture import RedisServer
+from tests.rest_api.test_login_throttle import (
+    LIMITS,
+    PASSWORD,
+    counting_hasher,
+    header,
+    status_of,
+)
+
+Counters = Callable[[], RedisFailureCounters]
+
+
+@pytest.fixture
+def counters(redis_url: str, redis_prefix: str) -> Iterator[Counters]:
+    """Counters as one replica's worker opens them; every one shares the test's prefix."""
+    opened: list[RedisFailureCounters] = []
+
+    def open_counters() -> RedisFailureCounters:
+        opened.append(RedisFailureCounters.from_url(redis_url, LIMITS, redis_prefix))
+        return opened[-1]
+
+    yield open_counters
+    for counter in opened:
+        counter.close()
+
+
+@pytest.fixture(scope="module")
+def users() -> dict[str, UserRecord]:
+    from rest_api.passwords import hash_password
+    from rest_api.users import Role
+
+    return {"tina": UserRecord("tina", Role.TRAINER, hash_password(PASSWORD))}
+
+
+def replica(counters: Counters, users: dict[str, UserRecord]) -> Authenticator:
+    return Authenticator(users, LoginThrottle(counters()), counting_hasher())
+
+
+def test_replicas_share_failures_and_lockouts(
+    counters: Counters, users: dict[str, UserRecord]
+) -> None:
+    first, second = replica(counters, users), replica(counters, users)
+    right, wrong = header("tina", PASSWORD), header("tina", "guess")
+    assert status_of(second, right, "10.0.0.1") == 200
+
+    assert status_of(first, wrong, "10.0.0.1") == 401
+    assert status_of(second, wrong, "10.0.0.1") == 401
+    assert status_of(first, wrong, "10.0.0.1") == 401
+    assert status_of(second, wrong, "10.0.0.1") == 429
+    assert status_of(first, right, "10.0.0.1") == 429  # no oracle past the limit
+    assert status_of(first, right, "10.0.0.2") == 200  # another address is not locked
+
+
+def test_account_budget_spares_known_addresses(
+    counters: Counters, users: dict[str, UserRecord]
+) -> None:
+    authenticator = replica(counters, users)
+    right, wrong = header("tina", PASSWORD), header("tina", "guess")
+    assert status_of(authenticator, right, "10.0.0.9") == 200
+    attacker = [status_of(authenticator, wrong, "10.6.6.1") for _ in range(3)]
+    attacker += [status_of(authenticator, wrong, "10.6.6.2") for _ in range(2)]
+    assert attacker == [401] * 5
+    assert status_of(authenticator, right, "10.6.6.3") == 429
+    fresh = replica(counters, users)
+    assert status_of(fresh, right, "10.0.0.9") == 200
+    assert status_of(fresh, right, "10.0.0.7") == 429
+
+
+def test_lockout_ends_with_its_window_and_success_forgets_failures(counters: Counters) -> None:
+    shared = counters()
+    for at in [0.0, 1.0, 2.0]:
+        assert shared.begin_attempt("tina", "10.0.0.1", at) is None
+    assert shared.begin_attempt("tina", "10.0.0.1", 30.0) == pytest.approx(30.0)
+    assert shared.lockouts(30.0).seconds_left("tina", "10.0.0.1", 30.0) == pytest.approx(30.0)
+    assert shared.begin_attempt("tina", "10.0.0.1", 60.5) is None
+    shared.record_success("tina", "10.0.0.1", 60.6)
+    assert shared.lockouts(60.7).seconds_left("tina", "10.0.0.1", 60.7) is None
+    for at in [61.0, 62.0]:
+        assert shared.begin_attempt("tina", "10.0.0.1", at) is None
+
+
+def test_per_address_cap_holds_on_a_known_address(counters: Counters) -> None:
+    shared = counters()
+    shared.record_success("tina", "10.0.0.9", now=0.0)
+    moments = [0.0, 1.0, 2.0, 70.0, 71.0]
+    assert [shared.begin_attempt("tina", "10.0.0.9", at) for at in moments] == [None] * 5
+    wait = shared.begin_attempt("tina", "10.0.0.9", 140.0)
+    assert wait is not None and wait > 3000
+
+
+def test_generation_reaches_other_replicas(counters: Counters) -> None:
+    shared, other_replica = counters(), counters()
+    start = other_replica.refresh_generation()
+    shared.begin_attempt("tina", "10.0.0.1", 0.0)
+    shared.begin_attempt("tina", "10.0.0.1", 1.0)
+    assert other_replica.refresh_generation() == start  # failures alone change no lockout
+    shared.begin_attempt("tina", "10.0.0.1", 2.0)
+    locked = other_replica.refresh_generation()
+    assert locked != start
+    shared.record_success("tina", "10.0.0.1", 3.0)
+    assert other_replica.refresh_generation() != locked
+
+
+def test_concurrent_guesses_cannot_pass_the_limit(
+    counters: Counters, users: dict[str, UserRecord]
+) -> None:
+    authenticator = replica(counters, users)
+
+    async def flood() -> list[int]:
+        async def one(index: int) -> int:
+            try:
+                await authenticator.authenticate(header("tina", f"guess-{index}"), "10.0.0.1")
+            except AuthFailed as failure:
+                return failure.status
+            return 200
+
+        return list(await asyncio.gather(*(one(index) for index in range(20))))
+
+    assert sorted(asyncio.run(flood())) == [401] * 3 + [429] * 17
+
+
+def test_redis_away_fails_logins_closed_with_503(
+    private_redis: RedisServer, users: dict[str, UserRecord]
+) -> None:
+    counters = RedisFailureCounters.from_url(private_redis.url, LIMITS)
+    try:
+        authenticator = Authenticator(users, LoginThrottle(counters), counting_hasher())
+        private_redis.stop()
+        assert status_of(authenticator, header("tina", "guess"), "10.0.0.1") == 503
+        private_redis.start()
+        assert status_of(authenticator, header("tina", PASSWORD), "10.0.0.1") == 200
+    finally:
+        counters.close()
