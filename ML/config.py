@@ -194,7 +194,8 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(
         default=3,
         ge=1,
-        description="Celery deliveries of a job whose worker process died before it is failed",
+        description="times a Celery job is started before it is failed, when its worker "
+        "process dies each time (killed, out of memory)",
     )
 
     @field_validator("log_level", mode="before")
