@@ -26,6 +26,12 @@ def get_job(job_id: str, backend: BackendDep) -> JobView:
     return JobView.from_record(backend.jobs.get(job_id))
 
 
-@router.delete("/jobs/{job_id}", response_model=JobView, summary="Cancel a queued job")
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobView,
+    summary="Cancel a queued job",
+    description="A queued job becomes `cancelled` and never runs (a Celery worker checks the "
+    "record before it starts a job). A running job is not stopped: 409, and it finishes.",
+)
 def cancel_job(job_id: str, backend: BackendDep) -> JobView:
     return JobView.from_record(backend.jobs.cancel(job_id))
