@@ -15,8 +15,8 @@ import pytest
 
 from testing.fastml_api import submit_training, train, wait_for_job
 from testing.servers import Server, start_server, stop_server
-from tests.redis_fixture import RedisServer
 from tests.celery_workers import CeleryWorker, running_worker
+from tests.redis_fixture import RedisServer
 from tests.system.fault_tools import TRAIN_CSV, is_alive, wait_until_gone
 
 pytestmark = pytest.mark.system
