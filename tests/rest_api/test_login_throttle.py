@@ -162,9 +162,10 @@ def test_unknown_names_are_throttled_like_known_ones(
 
 
 def test_concurrent_guesses_cannot_pass_the_limit(
-    tmp_path: Path, users: dict[str, UserRecord]
+    open_counters: OpenCounters, users: dict[str, UserRecord]
 ) -> None:
-    authenticator, _, hasher = worker(tmp_path, users)
+    hasher = counting_hasher()
+    authenticator = Authenticator(users, LoginThrottle(open_counters()), hasher)
 
     async def flood() -> list[int]:
         async def one(index: int) -> int:
@@ -183,9 +184,9 @@ def test_concurrent_guesses_cannot_pass_the_limit(
 
 
 def test_account_budget_spares_addresses_the_user_logs_in_from(
-    tmp_path: Path, users: dict[str, UserRecord]
+    open_counters: OpenCounters, users: dict[str, UserRecord]
 ) -> None:
-    authenticator, _, _ = worker(tmp_path, users)
+    authenticator = Authenticator(users, LoginThrottle(open_counters()), counting_hasher())
     right, wrong = header("tina", PASSWORD), header("tina", "guess")
     assert status_of(authenticator, right, "10.0.0.9") == 200  # the user's usual address
 
@@ -198,7 +199,7 @@ def test_account_budget_spares_addresses_the_user_logs_in_from(
 
     # The real user keeps working from their address, cached or in a fresh worker...
     assert status_of(authenticator, right, "10.0.0.9") == 200
-    fresh_worker, _, _ = worker(tmp_path, users)
+    fresh_worker = Authenticator(users, LoginThrottle(open_counters()), counting_hasher())
     assert status_of(fresh_worker, right, "10.0.0.9") == 200
     # ...and waits, like the attacker, on an address they never logged in from.
     assert status_of(fresh_worker, right, "10.0.0.7") == 429
