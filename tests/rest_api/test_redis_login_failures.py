@@ -8,7 +8,8 @@ import pytest
 
 from rest_api.auth import Authenticator, LoginThrottle
 from rest_api.redis_login_failures import RedisFailureCounters
-from rest_api.users import UserRecord
+from rest_api.passwords import hash_password
+from rest_api.users import Role, UserRecord
 from tests.redis_fixture import RedisServer
 from tests.rest_api.test_login_throttle import (
     LIMITS,
@@ -16,7 +17,6 @@ from tests.rest_api.test_login_throttle import (
     counting_hasher,
     header,
     status_of,
-    users,  # noqa: F401 (a fixture: the same users as the SQLite throttle's tests)
 )
 
 Counters = Callable[[], RedisFailureCounters]
@@ -34,6 +34,11 @@ def counters(redis_url: str, redis_prefix: str) -> Iterator[Counters]:
     yield open_counters
     for counter in opened:
         counter.close()
+
+
+@pytest.fixture(scope="module")
+def users() -> dict[str, UserRecord]:
+    return {"tina": UserRecord("tina", Role.TRAINER, hash_password(PASSWORD))}
 
 
 def replica(counters: Counters, users: dict[str, UserRecord]) -> Authenticator:
