@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from rest_api.auth import Authenticator, LoginThrottle
-from rest_api.redis_login_failures import RedisFailureCounters
 from rest_api.passwords import hash_password
+from rest_api.redis_login_failures import RedisFailureCounters
 from rest_api.users import Role, UserRecord
 from tests.redis_fixture import RedisServer
 from tests.rest_api.test_login_throttle import (
