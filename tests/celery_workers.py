@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,11 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from testing.servers import OWNED_ENV, PROJECT_DIR
+from testing.servers import OWNED_ENV, PROJECT_DIR, stop_session_leader
 from tests.system.fault_tools import children_of
 
 READY_DEADLINE_SECONDS = 120.0  # a loaded machine imports scikit-learn slowly
-STOP_DEADLINE_SECONDS = 30.0
 READY_LINE = " ready."
 
 
@@ -102,16 +100,7 @@ def start_worker(
 
 def stop_worker(worker: CeleryWorker) -> None:
     """Warm shutdown (SIGTERM); SIGKILL to its own process group past the deadline."""
-    process = worker.process
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_DEADLINE_SECONDS)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+    stop_session_leader(worker.process)
 
 
 @contextlib.contextmanager
