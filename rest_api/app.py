@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
             backend.close()
+            authenticator.close()
             request_log.close()
             PENDING.close()
 

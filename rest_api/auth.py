@@ -124,6 +124,9 @@ class LoginThrottle:
         with contextlib.suppress(_DiskFull):  # the login verified; forgetting can wait
             await self._run(self._counters.record_success, user, client, time.time())
 
+    def close(self) -> None:
+        self._counters.close()
+
     async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
@@ -180,6 +183,10 @@ class Authenticator:
         # (client, raw Authorization header) -> user: the hot path skips base64 and HMAC.
         self._cache: dict[tuple[str, bytes], _CachedLogin] = {}
         self._in_flight: dict[tuple[str, bytes], asyncio.Future[User]] = {}
+
+    def close(self) -> None:
+        """Close the shared counters' connections (the app's lifespan ends)."""
+        self._throttle.close()
 
     async def authenticate(self, authorization: bytes | None, client: str) -> User:
         throttle = self._throttle

@@ -119,6 +119,10 @@ class FailureCounters(Protocol):
         """Forget the address's attempts and lockout for `user`; remember the address."""
         ...
 
+    def close(self) -> None:
+        """Release connections and threads; the counters reopen them if used again."""
+        ...
+
 
 class SQLiteFailureCounters:
     """Counters in one SQLite file (WAL) in the state folder, for the workers of one machine.

@@ -117,10 +117,7 @@ class RedisFailureCounters:
         self._success = client.register_script(_RECORD_SUCCESS)
         self._generation = 0
         self._stop = threading.Event()
-        self._poller = threading.Thread(
-            target=self._poll_generation, name="login-failures-generation", daemon=True
-        )
-        self._poller.start()
+        self._poller: threading.Thread | None = None
 
     @classmethod
     def from_url(
@@ -129,6 +126,15 @@ class RedisFailureCounters:
         return cls(connect(url), limits, prefix)
 
     def generation(self) -> int:
+        if self._poller is None:  # started by the first request (again after close)
+            self._stop = threading.Event()
+            self._poller = threading.Thread(
+                target=self._poll_generation,
+                args=(self._stop,),
+                name="login-failures-generation",
+                daemon=True,
+            )
+            self._poller.start()
         return self._generation
 
     def refresh_generation(self) -> int:
@@ -194,12 +200,15 @@ class RedisFailureCounters:
         self._generation = int(generation)
 
     def close(self) -> None:
+        """Stop the poller and close the connections (both come back if used again)."""
+        poller, self._poller = self._poller, None
         self._stop.set()
-        self._poller.join(timeout=GENERATION_POLL_SECONDS * 5)
+        if poller is not None:
+            poller.join(timeout=GENERATION_POLL_SECONDS * 5)
         self.client.close()
 
-    def _poll_generation(self) -> None:
-        while not self._stop.wait(GENERATION_POLL_SECONDS):
+    def _poll_generation(self, stop: threading.Event) -> None:
+        while not stop.wait(GENERATION_POLL_SECONDS):
             # Attempts fail closed meanwhile; the copy refreshes when Redis is back.
             with contextlib.suppress(CountersUnavailable):
                 self.refresh_generation()
