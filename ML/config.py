@@ -16,6 +16,7 @@ from ML.batching import BatchSettings
 
 if TYPE_CHECKING:
     from ML.datasets import DatasetLimits
+    from ML.jobs import JobRecords
     from ML.model_store import ModelStore
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -189,9 +190,27 @@ class Settings(BaseSettings):
         default=500.0, gt=0, description="bytes per second a slow body must average (408 below)"
     )
 
-    # Scale-out (see the scale-out issue); not used yet.
+    # Scale-out (docs/scaling.md): Celery workers and shared state in Redis.
     broker_url: str | None = Field(
-        default=None, description="Celery broker for jobs (ignored until scale-out is built)"
+        default=None,
+        description="redis://HOST:PORT/DB: jobs run on Celery workers, job records and "
+        "failed logins live in that Redis (unset: the embedded default)",
+    )
+    redis_key_prefix: str = Field(
+        default="fastml:",
+        description="prefix of the Redis keys of job records and failed logins",
+    )
+    job_time_limit_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="a Celery job running this long is stopped and failed (killed 60 s "
+        "later if it does not stop); the broker's visibility timeout is set above it",
+    )
+    job_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="times a Celery job is started before it is failed, when its worker "
+        "process dies each time (killed, out of memory)",
     )
 
     @field_validator("log_level", mode="before")
@@ -228,6 +247,22 @@ class Settings(BaseSettings):
     @property
     def results_dir(self) -> Path:
         return self.resolved_state_dir / "results"
+
+    @property
+    def is_distributed(self) -> bool:
+        """Jobs on Celery workers and shared state in Redis (FASTML_BROKER_URL is set)."""
+        return bool(self.broker_url)
+
+    def open_job_store(self, *, create: bool = True) -> JobRecords:
+        """Where job records live: the broker's Redis when one is set, else SQLite.
+        create=False (job processes) reports a SQLite file that went missing."""
+        if self.broker_url:
+            from ML.redis_jobs import RedisJobStore
+
+            return RedisJobStore.from_url(self.broker_url, self.redis_key_prefix)
+        from ML.jobs import JobStore
+
+        return JobStore(self.jobs_db_path, create=create)
 
     # The two builders below import their modules when called: those load pandas and
     # scikit-learn, which a job process must not load before it limits their threads.

@@ -22,7 +22,7 @@ import logging
 from typing import Any
 
 from ML.errors import JobNotFound
-from ML.jobs import JobStatus, JobStore
+from ML.jobs import JobRecords, JobStatus
 from ML.model_store import ModelStore, StagedVersion
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 def commit_job_version(
     store: ModelStore,
-    jobs: JobStore,
+    jobs: JobRecords,
     job_id: str,
     owner: str,
     pipeline: Any,
@@ -57,7 +57,7 @@ def commit_job_version(
     return None
 
 
-def recover_staged_versions(store: ModelStore, jobs: JobStore) -> tuple[list[str], list[str]]:
+def recover_staged_versions(store: ModelStore, jobs: JobRecords) -> tuple[list[str], list[str]]:
     """Finish what stopped processes left staged: publish the versions of succeeded jobs,
     discard those of jobs that did not succeed. Returns (published, discarded) descriptions."""
     published: list[str] = []
@@ -81,7 +81,7 @@ def recover_staged_versions(store: ModelStore, jobs: JobStore) -> tuple[list[str
     return published, discarded
 
 
-def _verdict(staged: StagedVersion, jobs: JobStore) -> bool | None:
+def _verdict(staged: StagedVersion, jobs: JobRecords) -> bool | None:
     """True: publish; False: discard; None: leave it to the job's owner."""
     job_id = staged.metadata.get("job_id")
     if not isinstance(job_id, str):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import logging.handlers
@@ -24,7 +23,15 @@ from typing import Any, TypeAlias
 
 from ML.config import Settings
 from ML.errors import FastMLError, InvalidDataset, StorageFull, StoreUnavailable
-from ML.jobs import JobKind, JobRecord, JobStatus, JobStore, TrainingJobOptions
+from ML.jobs import (
+    JobKind,
+    JobRecord,
+    JobRecords,
+    JobStatus,
+    JobStore,
+    TrainingJobOptions,
+    wait_until_finished,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +59,7 @@ BROKEN_POOL_ERROR = (
 # What a job function does once its job is claimed: the job's result, or None when the job
 # stopped being the owner's meanwhile (nothing was committed). Raises FastMLError for a
 # failure the client can fix.
-JobWork: TypeAlias = Callable[[JobRecord, Settings, JobStore, str], dict[str, Any] | None]
+JobWork: TypeAlias = Callable[[JobRecord, Settings, JobRecords, str], dict[str, Any] | None]
 
 
 def run_job(
@@ -66,7 +73,7 @@ def run_job(
     recorded with the job.
     """
     settings = settings or Settings()
-    kind = JobStore(settings.jobs_db_path, create=False).get(job_id).kind
+    kind = settings.open_job_store(create=False).get(job_id).kind
     if kind is JobKind.PREDICT:
         # Imported here: it loads numpy, which a pool process loads only after limiting threads.
         from ML.prediction_jobs import run_prediction_job
@@ -91,7 +98,7 @@ def run_claimed(
     owner's. The upload is deleted before a failure is recorded, so whoever sees the
     outcome sees no upload (`work` deletes it before it commits a success).
     """
-    jobs = JobStore(settings.jobs_db_path, create=False)
+    jobs = settings.open_job_store(create=False)
     job = jobs.get(job_id)
     claimed_by = owner or job.owner or process_owner()
     if not jobs.claim(job_id, claimed_by):
@@ -123,7 +130,9 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def _train(job: JobRecord, settings: Settings, jobs: JobStore, owner: str) -> dict[str, Any] | None:
+def _train(
+    job: JobRecord, settings: Settings, jobs: JobRecords, owner: str
+) -> dict[str, Any] | None:
     """Train and commit; None when the job stopped being `owner`'s meanwhile (nothing stored)."""
     # Imported here rather than at the top: a fresh pool process must set THREAD_LIMIT_ENV
     # before numpy and scikit-learn load, and the server process never needs them early.
@@ -167,7 +176,7 @@ def job_upload(job: JobRecord) -> Path:
     return upload_path
 
 
-def _skip_unclaimed(jobs: JobStore, job_id: str) -> None:
+def _skip_unclaimed(jobs: JobRecords, job_id: str) -> None:
     job = jobs.get(job_id)
     logger.info("job %s not started: it is %s", job_id, job.status)
     # A running job belongs to whoever claimed it (a duplicate submission); keep its upload.
@@ -273,21 +282,7 @@ class EmbeddedJobRunner:
 
     async def wait(self, job_id: str, timeout: float) -> JobRecord:
         """Poll the job store until the job has finished; TimeoutError past `timeout` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        delay = 0.05
-        while True:
-            job = await asyncio.to_thread(self.jobs.get, job_id)
-            if job.status.is_terminal:
-                return job
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"job {job_id} is still {job.status} after {timeout:g} s; "
-                    "ask for it again later"
-                )
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 1.5, 0.5)
+        return await wait_until_finished(self.jobs, job_id, timeout)
 
     def shutdown(self) -> None:
         """Let running jobs finish, leave the others queued for the next server, stop."""

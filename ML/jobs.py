@@ -3,6 +3,7 @@ one SQLite file."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar
 
 from ML.errors import JobConflict, JobNotFound, StorageFull, StoreUnavailable
 from ML.private_files import make_private_database
@@ -248,6 +249,52 @@ class JobRecord:
             "error": self.error,
             "rows_done": self.rows_done,
         }
+
+
+class JobRecords(Protocol):
+    """What the server, the job function and the commit need of a job store: SQLite
+    (`JobStore`, the embedded default) or Redis (`ML.redis_jobs.RedisJobStore`).
+    `Settings.open_job_store` picks one. Every status change is a compare-and-set."""
+
+    def create(
+        self, model_name: str, options: JobOptions, upload_path: str, owner: str
+    ) -> JobRecord: ...
+
+    def get(self, job_id: str) -> JobRecord: ...
+
+    def list_recent(self, limit: int, model_name: str | None = None) -> list[JobRecord]: ...
+
+    def claim(self, job_id: str, owner: str) -> bool: ...
+
+    def succeed(self, job_id: str, result: dict[str, Any]) -> bool: ...
+
+    def succeed_if_owner(self, job_id: str, owner: str, result: dict[str, Any]) -> bool: ...
+
+    def set_rows_done(self, job_id: str, owner: str, rows: int) -> bool: ...
+
+    def upload_paths_in_use(self) -> set[str]: ...
+
+    def fail(self, job_id: str, error: str) -> bool: ...
+
+    def cancel(self, job_id: str) -> JobRecord: ...
+
+
+async def wait_until_finished(jobs: JobRecords, job_id: str, timeout: float) -> JobRecord:
+    """Poll `jobs` until the job has finished; TimeoutError past `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.05
+    while True:
+        job = await asyncio.to_thread(jobs.get, job_id)
+        if job.status.is_terminal:
+            return job
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError(
+                f"job {job_id} is still {job.status} after {timeout:g} s; ask for it again later"
+            )
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.5)
 
 
 class JobStore:

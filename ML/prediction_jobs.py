@@ -23,7 +23,7 @@ from ML.atomic_files import atomic_write, is_out_of_space
 from ML.config import Settings
 from ML.errors import JobConflict, JobNotFound, JobResultUnavailable, StorageFull
 from ML.job_runner import delete_upload, job_upload, run_claimed
-from ML.jobs import JobKind, JobRecord, JobStatus, JobStore, PredictionJobOptions
+from ML.jobs import JobKind, JobRecord, JobRecords, JobStatus, PredictionJobOptions
 from ML.prediction import ServedModel, predicted_csv_chunks, write_predictions_csv
 from ML.private_files import make_private_dir
 
@@ -105,7 +105,7 @@ def delete_result(settings: Settings, job_id: str) -> bool:
     return True
 
 
-def remove_expired_results(results_dir: Path, jobs: JobStore, max_age_seconds: float) -> int:
+def remove_expired_results(results_dir: Path, jobs: JobRecords, max_age_seconds: float) -> int:
     """Delete result files older than `max_age_seconds`, and temp files that no running job
     writes any more (left by a process that died); returns how many were deleted."""
     cutoff = time.time() - max_age_seconds
@@ -124,7 +124,7 @@ def remove_expired_results(results_dir: Path, jobs: JobStore, max_age_seconds: f
     return removed
 
 
-def _is_running(partial_name: str, jobs: JobStore) -> bool:
+def _is_running(partial_name: str, jobs: JobRecords) -> bool:
     job_id = partial_name.removeprefix(".").split(".", 1)[0]
     try:
         return jobs.get(job_id).status is JobStatus.RUNNING
@@ -133,7 +133,7 @@ def _is_running(partial_name: str, jobs: JobStore) -> bool:
 
 
 def _predict(
-    job: JobRecord, settings: Settings, jobs: JobStore, owner: str
+    job: JobRecord, settings: Settings, jobs: JobRecords, owner: str
 ) -> dict[str, Any] | None:
     from threadpoolctl import threadpool_limits
 

@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             backend.close()
+            authenticator.close()
             request_log.close()
             PENDING.close()
 

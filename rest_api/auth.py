@@ -33,6 +33,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from ML.config import Settings
 from rest_api.errors import ApiError
 from rest_api.login_failures import (
+    CountersUnavailable,
     FailureCounters,
     LocalFailureCounts,
     Lockouts,
@@ -124,6 +125,9 @@ class LoginThrottle:
         with contextlib.suppress(_DiskFull):  # the login verified; forgetting can wait
             await self._run(self._counters.record_success, user, client, time.time())
 
+    def close(self) -> None:
+        self._counters.close()
+
     async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
         try:
             result = await asyncio.get_running_loop().run_in_executor(self._io, function, *args)
@@ -137,6 +141,11 @@ class LoginThrottle:
             if not self._is_failing:
                 self._is_failing = True
                 logger.exception("the failed-login counters cannot be read or written")
+            raise AuthFailed(503, "logins are unavailable for a moment; try again", 1) from None
+        except CountersUnavailable as error:
+            if not self._is_failing:
+                self._is_failing = True
+                logger.warning("the failed-login counters cannot be reached: %s", error)
             raise AuthFailed(503, "logins are unavailable for a moment; try again", 1) from None
         if self._is_failing:
             logger.warning("the failed-login counters work again")
@@ -184,6 +193,10 @@ class Authenticator:
         # (client, raw Authorization header) -> user: the hot path skips base64 and HMAC.
         self._cache: dict[tuple[str, bytes], _CachedLogin] = {}
         self._in_flight: dict[tuple[str, bytes], asyncio.Future[User]] = {}
+
+    def close(self) -> None:
+        """Close the shared counters' connections (the app's lifespan ends)."""
+        self._throttle.close()
 
     async def authenticate(self, authorization: bytes | None, client: str) -> User:
         throttle = self._throttle
@@ -263,9 +276,17 @@ def build_authenticator(settings: Settings) -> Authenticator:
         account_window_seconds=settings.login_account_window_seconds,
         known_address_seconds=settings.login_known_address_days * 86400,
     )
-    counters = SQLiteFailureCounters(
-        settings.login_failures_db_path, limits, create=settings.create_store
-    )
+    counters: FailureCounters
+    if settings.broker_url:  # every replica counts in the broker's Redis
+        from rest_api.redis_login_failures import RedisFailureCounters
+
+        counters = RedisFailureCounters.from_url(
+            settings.broker_url, limits, settings.redis_key_prefix
+        )
+    else:
+        counters = SQLiteFailureCounters(
+            settings.login_failures_db_path, limits, create=settings.create_store
+        )
     return Authenticator(load_users(settings, hasher), LoginThrottle(counters), hasher)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, Protocol
 
 from fastapi import Depends, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +21,14 @@ from ML.datasets import check_training_csv_start
 from ML.errors import StorageFull, StoreUnavailable
 from ML.evaluation import Scores, evaluate_csv
 from ML.job_runner import EmbeddedJobRunner
-from ML.jobs import JobOptions, JobRecord, JobStore, PredictionJobOptions, TrainingJobOptions
+from ML.jobs import (
+    JobOptions,
+    JobRecord,
+    JobRecords,
+    JobStore,
+    PredictionJobOptions,
+    TrainingJobOptions,
+)
 from ML.model_cache import ModelCache
 from ML.model_store import ModelStore, check_name
 from ML.prediction import ServedModel
@@ -35,12 +42,26 @@ logger = logging.getLogger(__name__)
 RESULT_SWEEP_MAX_SECONDS = 60.0
 
 
+class JobRunner(Protocol):
+    """EmbeddedJobRunner (the default) or CeleryJobRunner (FASTML_BROKER_URL)."""
+
+    owner: str
+
+    def start(self) -> None: ...
+
+    def submit(self, job_id: str) -> None: ...
+
+    async def wait(self, job_id: str, timeout: float) -> JobRecord: ...
+
+    def shutdown(self) -> None: ...
+
+
 @dataclass
 class Backend:
     settings: Settings
     store: ModelStore
-    jobs: JobStore
-    runner: EmbeddedJobRunner
+    jobs: JobRecords
+    runner: JobRunner
     models: ModelCache
 
     @classmethod
@@ -51,8 +72,8 @@ class Backend:
         if settings.create_store:
             make_private_dir(settings.uploads_dir)  # and the state folder, 0700
         store = settings.open_model_store()
-        jobs = JobStore(settings.jobs_db_path, create=settings.create_store)
-        runner = EmbeddedJobRunner(settings, jobs)
+        jobs = settings.open_job_store(create=settings.create_store)
+        runner = open_job_runner(settings, jobs)
         runner.start()
         with contextlib.suppress(StorageFull, StoreUnavailable):  # runner.start logged it
             remove_stray_uploads(settings.uploads_dir, jobs)
@@ -60,6 +81,16 @@ class Backend:
 
     def close(self) -> None:
         self.runner.shutdown()
+
+    def queue_unavailable_reason(self) -> str | None:
+        """Why jobs cannot be queued right now (the broker's Redis is away); None when they
+        can, and always on the embedded default."""
+        if not self.settings.broker_url:
+            return None
+        from ML.celery_runner import CeleryJobRunner
+
+        assert isinstance(self.runner, CeleryJobRunner)
+        return self.runner.unavailable_reason()
 
     async def served_model(self, name: str) -> ServedModel:
         """The current version of `name`: from this worker's cache, else loaded off the loop."""
@@ -124,10 +155,12 @@ class Backend:
             job = await run_in_threadpool(
                 self.jobs.create, name, options, str(upload_path), self.runner.owner
             )
+            # Off the event loop: on Celery this publishes to Redis, and a job that could
+            # not be queued is deleted again (the upload just below).
+            await run_in_threadpool(self.runner.submit, job.id)
         except BaseException:
             upload_path.unlink(missing_ok=True)
             raise
-        self.runner.submit(job.id)
         return job
 
     async def evaluate(
@@ -143,6 +176,19 @@ class Backend:
             evaluate_csv, model, source, target_variable, self.settings.dataset_limits(), scores
         )
         return model, metrics
+
+
+def open_job_runner(settings: Settings, jobs: JobRecords) -> JobRunner:
+    """Celery workers for a Redis job store (FASTML_BROKER_URL), else the in-server pool.
+    Celery is imported only then: the embedded default loads none of it."""
+    if settings.broker_url:
+        from ML.celery_runner import CeleryJobRunner
+        from ML.redis_jobs import RedisJobStore
+
+        assert isinstance(jobs, RedisJobStore)
+        return CeleryJobRunner(settings, jobs)
+    assert isinstance(jobs, JobStore)
+    return EmbeddedJobRunner(settings, jobs)
 
 
 async def follow_current_versions(models: ModelCache, poll_seconds: float) -> None:

@@ -44,6 +44,8 @@ ANSWER_BY_ERROR: dict[type[errors.FastMLError], tuple[int, str]] = {
     errors.StoreUnavailable: (503, "store_unavailable"),
 }
 UNLISTED_ERROR_ANSWER = (400, "bad_request")
+# A store or broker that is away for a moment (a Redis restart, a remount): when to try again.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
 
 CODE_BY_STATUS = {
     400: "bad_request",
@@ -183,6 +185,8 @@ def install_error_handlers(app: FastAPI) -> None:
         request_id = request.scope.get("state", {}).get("request_id")
         status, body = client_error_body(exc, request_id)
         headers = exc.headers if isinstance(exc, ApiError) else None
+        if status == 503 and headers is None:
+            headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)}
         return Response(body, status_code=status, media_type="application/json", headers=headers)
 
     @app.exception_handler(RequestValidationError)

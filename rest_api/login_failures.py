@@ -66,6 +66,10 @@ _REMEMBER_ADDRESS = (
 )
 
 
+class CountersUnavailable(Exception):
+    """The shared counters cannot be reached (Redis away): logins fail closed, with a 503."""
+
+
 @dataclass(frozen=True)
 class LoginLimits:
     max_failures: int = 10
@@ -98,7 +102,7 @@ class Lockouts:
 class FailureCounters(Protocol):
     limits: LoginLimits
 
-    """Where the workers of a server (later: replicas, via Redis) count failed logins."""
+    """Where the workers of a server (SQLite) or of every replica (Redis) count failed logins."""
 
     def generation(self) -> int:
         """A number that changes whenever a lockout starts or ends; read on every request."""
@@ -113,6 +117,10 @@ class FailureCounters(Protocol):
 
     def record_success(self, user: str, client: str, now: float) -> None:
         """Forget the address's attempts and lockout for `user`; remember the address."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads; the counters reopen them if used again."""
         ...
 
 

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ML.atomic_files import is_out_of_space
 from ML.errors import StorageFull, StoreUnavailable
-from ML.jobs import JobStore
+from ML.jobs import JobRecords
 from ML.private_files import make_private_dir, open_new_private_file
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def _copy_synced(source: BinaryIO, uploads_dir: Path) -> Path:
     return path
 
 
-def remove_stray_uploads(uploads_dir: Path, jobs: JobStore) -> int:
+def remove_stray_uploads(uploads_dir: Path, jobs: JobRecords) -> int:
     """Delete uploads that no queued or running job owns (left by a crash or a full disk)."""
     in_use = jobs.upload_paths_in_use()
     cutoff = time.time() - STRAY_UPLOAD_MIN_AGE_SECONDS

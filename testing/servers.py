@@ -207,14 +207,19 @@ def wait_until_ready(server: Server) -> None:
 
 def stop_server(server: Server) -> None:
     """SIGTERM to the master (a graceful stop); SIGKILL to its process group past the deadline."""
-    process = server.process
+    stop_session_leader(server.process)
+
+
+def stop_session_leader(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to a process started with start_new_session (gunicorn's master, a Celery
+    worker); SIGKILL to its process group past STOP_DEADLINE_SECONDS."""
     if process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=STOP_DEADLINE_SECONDS)
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        # The group is the master's own session (start_new_session): its workers and no one else.
+        # The group is the process's own session: its children and no one else.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)

@@ -6,6 +6,7 @@ testing/servers.py, testing/fastml_api.py); this file only holds fixtures.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,13 @@ from rest_api.passwords import hash_password
 from testing.fastml_api import basic_auth, train
 from testing.servers import ADMIN
 from tests.iris import IRIS_DIR, TrainedIris
+from tests.redis_fixture import (
+    RedisServer,
+    delete_prefixed,
+    running_redis,
+    shared_redis_url,
+    unique_prefix,
+)
 from tests.users import PREDICTOR, TRAINER
 
 
@@ -72,3 +80,26 @@ def trained_iris(
         )
     assert job["status"] == "succeeded", job
     return TrainedIris(settings.model_dir, job)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis the whole session may write to, under each test's own `redis_prefix`."""
+    yield from shared_redis_url(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards, no others."""
+    prefix = unique_prefix()
+    try:
+        yield prefix
+    finally:
+        delete_prefixed(redis_url, prefix)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, append-only, that the test may stop and restart."""
+    with running_redis(tmp_path / "redis", append_only=True) as server:
+        yield server

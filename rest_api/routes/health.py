@@ -49,11 +49,12 @@ async def live() -> HealthView:
     "/health/ready",
     response_model=HealthView,
     responses={503: {"model": HealthView}},
-    summary="Ready to serve predictions: 503 while the model store is missing or unreadable",
+    summary="Ready to serve: 503 while the model store is missing or unreadable, or the "
+    "broker (FASTML_BROKER_URL) does not answer",
 )
 async def ready(backend: BackendDep) -> Response:
     checks, unusable_models = await run_in_threadpool(_readiness_checks, backend)
-    if not backend.store.is_available():
+    if not backend.store.is_available() or checks.get("broker", "ok") != "ok":
         status, code = "unavailable", 503
     elif unusable_models or any(value != "ok" for value in checks.values()):
         # Predictions still work, but not of every model; or training or the job list may
@@ -81,6 +82,8 @@ def _readiness_checks(backend: Backend) -> tuple[dict[str, str], dict[str, str]]
         checks["model_store"] = f"no space left in the model store at {model_dir}"
     else:
         checks["model_store"] = "ok"
+    if backend.settings.broker_url:
+        checks["broker"] = backend.queue_unavailable_reason() or "ok"
     try:
         backend.jobs.list_recent(1)
         checks["job_store"] = "ok"

@@ -82,6 +82,9 @@ def get_result(job_id: str, backend: BackendDep, user: PredictorUser) -> Streami
     response_model=JobView,
     responses=error_responses(403, 404, 409),
     summary="Cancel a queued job; delete a finished batch-prediction job's result file",
+    description="A queued job becomes `cancelled` and never runs (a Celery worker checks the "
+    "record before it starts a job). A running job is not stopped: 409, and it finishes. "
+    "A finished batch-prediction job's result file is deleted (the record stays).",
 )
 def delete_job(job_id: str, backend: BackendDep, user: PredictorUser) -> JobView:
     job = _visible_job(backend, job_id, user)

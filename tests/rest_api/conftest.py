@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,10 @@ from ML.config import Settings
 from rest_api.app import create_app
 from testing.fastml_api import basic_auth
 from testing.servers import ADMIN
+from tests.celery_workers import running_worker
+from tests.conftest import make_settings
 from tests.iris import TrainedIris
+from tests.redis_fixture import running_redis
 
 
 @pytest.fixture
@@ -30,3 +34,20 @@ def client(settings: Settings, request: pytest.FixtureRequest) -> Iterator[TestC
 def iris_model(client: TestClient, trained_iris: TrainedIris) -> dict[str, Any]:
     """Iris version 1 (random forest, 20 trees), current, in this test's own model folder."""
     return trained_iris.job
+
+
+@pytest.fixture(params=["embedded", "celery"])
+def any_mode_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, users_file: Path
+) -> Iterator[Settings]:
+    """Settings of the embedded default, then of the Celery mode: a private redis-server and
+    a real `celery --app ML.tasks worker` on the test's model folder. A test module runs in
+    both modes by overriding `settings` with this fixture."""
+    settings = make_settings(tmp_path, users_file)
+    if request.param == "embedded":
+        yield settings
+        return
+    with running_redis(tmp_path / "redis") as redis:
+        settings = settings.model_copy(update={"broker_url": redis.url})
+        with running_worker(tmp_path, redis.url):
+            yield settings

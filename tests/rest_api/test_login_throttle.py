@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher, extract_parameters
 
 from rest_api.auth import Authenticator, AuthFailed, LoginThrottle, User
-from rest_api.login_failures import LocalFailureCounts, LoginLimits, SQLiteFailureCounters
+from rest_api.login_failures import (
+    FailureCounters,
+    LocalFailureCounts,
+    LoginLimits,
+    SQLiteFailureCounters,
+)
 from rest_api.passwords import hash_password, new_hasher
+from rest_api.redis_login_failures import RedisFailureCounters
 from rest_api.users import Role, UserRecord
 
 PASSWORD = "right-password-1"
@@ -54,6 +61,34 @@ class SpiedCounters(SQLiteFailureCounters):
     def record_success(self, user: str, client: str, now: float) -> None:
         self.database_calls += 1
         super().record_success(user, client, now)
+
+
+OpenCounters = Callable[[], FailureCounters]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def open_counters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenCounters]:
+    """Opens counters as one more worker (or replica) would: the same SQLite file, or the
+    same Redis keys (this test's own prefix)."""
+    opened: list[RedisFailureCounters] = []
+
+    def open_one() -> FailureCounters:
+        if request.param == "sqlite":
+            return SQLiteFailureCounters(tmp_path / "counters.sqlite3", LIMITS)
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        opened.append(RedisFailureCounters.from_url(url, LIMITS, prefix))
+        return opened[-1]
+
+    yield open_one
+    for counters in opened:
+        counters.close()
+
+
+def generation_seen_by(counters: FailureCounters) -> int:
+    """What another worker sees now: Redis counters refresh their copy every 0.2 s."""
+    if isinstance(counters, RedisFailureCounters):
+        return counters.refresh_generation()
+    return counters.generation()
 
 
 def worker(
@@ -127,9 +162,10 @@ def test_unknown_names_are_throttled_like_known_ones(
 
 
 def test_concurrent_guesses_cannot_pass_the_limit(
-    tmp_path: Path, users: dict[str, UserRecord]
+    open_counters: OpenCounters, users: dict[str, UserRecord]
 ) -> None:
-    authenticator, _, hasher = worker(tmp_path, users)
+    hasher = counting_hasher()
+    authenticator = Authenticator(users, LoginThrottle(open_counters()), hasher)
 
     async def flood() -> list[int]:
         async def one(index: int) -> int:
@@ -148,9 +184,9 @@ def test_concurrent_guesses_cannot_pass_the_limit(
 
 
 def test_account_budget_spares_addresses_the_user_logs_in_from(
-    tmp_path: Path, users: dict[str, UserRecord]
+    open_counters: OpenCounters, users: dict[str, UserRecord]
 ) -> None:
-    authenticator, _, _ = worker(tmp_path, users)
+    authenticator = Authenticator(users, LoginThrottle(open_counters()), counting_hasher())
     right, wrong = header("tina", PASSWORD), header("tina", "guess")
     assert status_of(authenticator, right, "10.0.0.9") == 200  # the user's usual address
 
@@ -163,16 +199,14 @@ def test_account_budget_spares_addresses_the_user_logs_in_from(
 
     # The real user keeps working from their address, cached or in a fresh worker...
     assert status_of(authenticator, right, "10.0.0.9") == 200
-    fresh_worker, _, _ = worker(tmp_path, users)
+    fresh_worker = Authenticator(users, LoginThrottle(open_counters()), counting_hasher())
     assert status_of(fresh_worker, right, "10.0.0.9") == 200
     # ...and waits, like the attacker, on an address they never logged in from.
     assert status_of(fresh_worker, right, "10.0.0.7") == 429
 
 
-def test_per_address_cap_holds_on_a_known_address(
-    tmp_path: Path, users: dict[str, UserRecord]
-) -> None:
-    counters = SQLiteFailureCounters(tmp_path / "counters.sqlite3", LIMITS)
+def test_per_address_cap_holds_on_a_known_address(open_counters: OpenCounters) -> None:
+    counters = open_counters()
     counters.record_success("tina", "10.0.0.9", now=0.0)
     # Known addresses are exempt from the shared budget, not from their own: after the
     # short window's lockouts pass, the account budget caps the address as well.
@@ -182,8 +216,10 @@ def test_per_address_cap_holds_on_a_known_address(
     assert wait is not None and wait > 3000
 
 
-def test_lockout_ends_with_its_window_and_success_forgets_failures(tmp_path: Path) -> None:
-    counters = SQLiteFailureCounters(tmp_path / "counters.sqlite3", LIMITS)
+def test_lockout_ends_with_its_window_and_success_forgets_failures(
+    open_counters: OpenCounters,
+) -> None:
+    counters = open_counters()
     for at in [0.0, 1.0, 2.0]:
         assert counters.begin_attempt("tina", "10.0.0.1", at) is None
     assert counters.begin_attempt("tina", "10.0.0.1", 30.0) == pytest.approx(30.0)
@@ -196,18 +232,17 @@ def test_lockout_ends_with_its_window_and_success_forgets_failures(tmp_path: Pat
         assert counters.begin_attempt("tina", "10.0.0.1", at) is None
 
 
-def test_generation_changes_when_a_lockout_starts_or_ends(tmp_path: Path) -> None:
-    counters = SQLiteFailureCounters(tmp_path / "counters.sqlite3", LIMITS)
-    other_process_view = SQLiteFailureCounters(tmp_path / "counters.sqlite3", LIMITS)
-    start = other_process_view.generation()
+def test_generation_changes_when_a_lockout_starts_or_ends(open_counters: OpenCounters) -> None:
+    counters, other_worker = open_counters(), open_counters()
+    start = generation_seen_by(other_worker)
     counters.begin_attempt("tina", "10.0.0.1", 0.0)
     counters.begin_attempt("tina", "10.0.0.1", 1.0)
-    assert other_process_view.generation() == start  # failures alone change no lockout
+    assert generation_seen_by(other_worker) == start  # failures alone change no lockout
     counters.begin_attempt("tina", "10.0.0.1", 2.0)
-    locked = other_process_view.generation()
+    locked = generation_seen_by(other_worker)
     assert locked != start
     counters.record_success("tina", "10.0.0.1", 3.0)
-    assert other_process_view.generation() != locked
+    assert generation_seen_by(other_worker) != locked
 
 
 def test_cached_login_reports_its_user(tmp_path: Path, users: dict[str, UserRecord]) -> None:

@@ -1,13 +1,23 @@
-"""Training over HTTP: 202 + Location, job lifecycle, validation before queueing."""
+"""Training over HTTP: 202 + Location, job lifecycle, validation before queueing.
+
+Every test runs twice: on the embedded default and on the Celery mode (real worker, Redis).
+"""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+from ML.config import Settings
 from testing.fastml_api import train, wait_for_job
+
+
+@pytest.fixture
+def settings(any_mode_settings: Settings) -> Settings:
+    return any_mode_settings
 
 
 def test_train_answers_202_with_location_and_job(client: TestClient, iris_train_csv: Path) -> None:
