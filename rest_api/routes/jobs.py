@@ -59,9 +59,8 @@ def get_job(job_id: str, backend: BackendDep, user: PredictorUser) -> JobView:
     "/jobs/{job_id}/result",
     response_class=StreamingResponse,
     responses={
-        **error_responses(403, 404),
+        **error_responses(403, 404, 409),
         200: {"content": {"text/csv": {}}, "description": "input columns + prediction"},
-        409: {"description": "the job failed or was cancelled: it has no result"},
     },
     summary="A finished batch-prediction job's predictions, as /predict/csv answers them",
 )

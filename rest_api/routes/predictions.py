@@ -81,7 +81,7 @@ async def predict_csv(
     "CSV (as /predict/csv answers it) is then at /jobs/{id}/result",
 )
 async def submit_prediction_job(
-    name: str,
+    name: ModelName,
     csv_file: CsvFile,
     backend: BackendDep,
     user: PredictorUser,
