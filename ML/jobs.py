@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 import sqlite3
 import time
 import uuid
@@ -20,7 +19,7 @@ from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar
 
 from ML.errors import JobConflict, JobNotFound, StorageFull, StoreUnavailable
 from ML.private_files import make_private_database
-from ML.sqlite_db import write_transaction
+from ML.sqlite_db import is_disk_full, write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +29,6 @@ BUSY_TIMEOUT_SECONDS = 10.0
 OPEN_ATTEMPTS = 50
 OPEN_RETRY_SECONDS = 0.1
 
-# Below this much free space the disk counts as full (SQLite needs a few pages and its WAL).
-FULL_DISK_BYTES = 1024 * 1024
 
 ORPHAN_ERROR = "the server process running this job stopped; submit the job again"
 
@@ -512,7 +509,7 @@ class JobStore:
 
     def _unusable(self, error: Exception) -> StorageFull | StoreUnavailable:
         """The domain error for a database that cannot be used: a full disk, or a missing file."""
-        if "full" in str(error) or _free_bytes(self.db_path.parent) < FULL_DISK_BYTES:
+        if "full" in str(error) or is_disk_full(self.db_path.parent):
             return StorageFull(
                 f"no space left for the job database at {self.db_path}; free space on that disk"
             )
@@ -581,13 +578,6 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         error=error,
         rows_done=rows_done,
     )
-
-
-def _free_bytes(directory: Path) -> int:
-    try:
-        return shutil.disk_usage(directory).free
-    except OSError:
-        return FULL_DISK_BYTES  # a missing folder is not a full disk
 
 
 def _canonical_id(job_id: str) -> str | None:

@@ -33,6 +33,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from ML.config import Settings
 from rest_api.errors import ApiError
 from rest_api.login_failures import (
+    CountersDiskFull,
     CountersUnavailable,
     FailureCounters,
     LocalFailureCounts,
@@ -103,7 +104,10 @@ class LoginThrottle:
 
     async def reload_copy(self) -> None:
         generation = self._counters.generation()
-        lockouts = await self._run(self._counters.lockouts, time.time())
+        try:
+            lockouts = await self._run(self._counters.lockouts, time.time())
+        except _DiskFull:  # the shared counters cannot open on a full disk: keep this copy
+            return
         self._lockouts, self._seen_generation = lockouts, generation
 
     def refuse_if_locked_out(self, user: str, client: str) -> None:
@@ -142,6 +146,9 @@ class LoginThrottle:
                 self._is_failing = True
                 logger.exception("the failed-login counters cannot be read or written")
             raise AuthFailed(503, "logins are unavailable for a moment; try again", 1) from None
+        except CountersDiskFull as error:
+            logger.warning("the disk is full: failed logins are counted per worker for now")
+            raise _DiskFull from error
         except CountersUnavailable as error:
             if not self._is_failing:
                 self._is_failing = True

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ML.private_files import PRIVATE_FILE_MODE, make_private_database
-from ML.sqlite_db import write_transaction
+from ML.sqlite_db import is_disk_full, write_transaction
 
 BUSY_TIMEOUT_SECONDS = 5.0
 # The client of a lockout row that locks an account for unknown addresses, not one address.
@@ -64,6 +64,10 @@ _REMEMBER_ADDRESS = (
     "INSERT INTO known_addresses (user, client, at) VALUES (?, ?, ?) "
     "ON CONFLICT (user, client) DO UPDATE SET at = excluded.at"
 )
+
+
+class CountersDiskFull(Exception):
+    """The counters' disk has no space left, so they cannot be opened or written."""
 
 
 class CountersUnavailable(Exception):
@@ -145,7 +149,7 @@ class SQLiteFailureCounters:
         self._generation_cell = memoryview(bytearray(8)).cast("Q")
         try:
             self._connection()
-        except sqlite3.Error:
+        except (sqlite3.Error, CountersDiskFull):
             if create:
                 raise
 
@@ -267,6 +271,8 @@ class SQLiteFailureCounters:
                     self._generation_cell = self._generation.cell
             except (sqlite3.Error, OSError) as error:
                 conn.close()
+                if is_disk_full(self.db_path.parent):
+                    raise CountersDiskFull(f"no space left for {self.db_path}: {error}") from error
                 if isinstance(error, sqlite3.Error):
                     raise
                 raise sqlite3.OperationalError(f"{self._generation_path}: {error}") from error

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ML.errors import StorageFull, StoreUnavailable
-from ML.jobs import FULL_DISK_BYTES
+from ML.sqlite_db import FULL_DISK_BYTES
 from rest_api.auth import NEEDS_PREDICTOR
 from rest_api.backend import Backend, BackendDep
 from rest_api.errors import unusable_model_answer
