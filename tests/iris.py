@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ML.config import PROJECT_DIR
+from testing.fastml_api import train
+from testing.servers import Server, start_server, stop_server
 
 IRIS_DIR = PROJECT_DIR / "ML" / "data"
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -23,3 +26,16 @@ class TrainedIris:
     def copy_to(self, model_dir: Path) -> None:
         """A private copy: a test may add, promote or delete versions without touching others."""
         shutil.copytree(self.model_dir, model_dir)
+
+
+def serving_iris(work_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A server of `extra_env` serving iris version 1, trained through the API; for fixtures
+    (`yield from serving_iris(...)`), stopped when the fixture ends."""
+    running = start_server(work_dir, extra_env)
+    try:
+        with running.client() as client:
+            job = train(client, "iris", IRIS_DIR / "train.csv")
+        assert job["status"] == "succeeded", job
+        yield running
+    finally:
+        stop_server(running)

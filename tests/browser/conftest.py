@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from testing.fastml_api import train
-from testing.servers import Server, start_server, stop_server
+from testing.servers import Server
+from tests.iris import serving_iris
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 # Headless, and quiet: no component updates, sync or other background traffic of its own.
@@ -52,16 +52,8 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def iris_server(
-    tmp_path_factory: pytest.TempPathFactory, users_file: Path, iris_train_csv: Path
-) -> Iterator[Server]:
+def iris_server(tmp_path_factory: pytest.TempPathFactory, users_file: Path) -> Iterator[Server]:
     """Real gunicorn (two workers) knowing the test users, with iris version 1 trained."""
-    running = start_server(
+    yield from serving_iris(
         tmp_path_factory.mktemp("browser-server"), {"FASTML_USERS_FILE": str(users_file)}
     )
-    try:
-        with running.client() as client:
-            assert train(client, "iris", iris_train_csv)["status"] == "succeeded"
-        yield running
-    finally:
-        stop_server(running)

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from testing.fastml_api import train
 from testing.servers import Server, start_server, stop_server
-from tests.iris import IRIS_DIR
+from tests.iris import serving_iris
 
 
 @pytest.fixture
@@ -17,18 +16,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
     """A fresh server of this test's own: for tests that change models, users or the process."""
     running = start_server(tmp_path)
     try:
-        yield running
-    finally:
-        stop_server(running)
-
-
-def serving_iris(work_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """A server of `extra_env` serving iris version 1, trained through the API; for fixtures."""
-    running = start_server(work_dir, extra_env)
-    try:
-        with running.client() as client:
-            job = train(client, "iris", IRIS_DIR / "train.csv")
-        assert job["status"] == "succeeded", job
         yield running
     finally:
         stop_server(running)

@@ -13,7 +13,7 @@ import pytest
 
 from testing.fastml_api import basic_auth_header
 from testing.servers import ADMIN, Server
-from tests.system.conftest import serving_iris
+from tests.iris import serving_iris
 from tests.system.http_wire import RawAnswer, exchange, request_bytes
 
 pytestmark = pytest.mark.system

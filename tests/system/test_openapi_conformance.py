@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from testing.servers import ADMIN, Server
-from tests.system.conftest import serving_iris
+from tests.iris import serving_iris
 
 pytestmark = pytest.mark.system
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from testing.fastml_api import predict_as_job, submit_prediction_job, train
-from testing.servers import Server, start_server, stop_server
+from testing.fastml_api import predict_as_job, submit_prediction_job
+from testing.servers import Server
+from tests.iris import serving_iris
 from tests.users import PREDICTOR
 
 pytestmark = pytest.mark.system
@@ -48,18 +49,12 @@ def test_the_result_is_what_predict_csv_answers(
 
 
 @pytest.fixture
-def chunked_server(tmp_path: Path, iris_train_csv: Path, users_file: Path) -> Iterator[Server]:
+def chunked_server(tmp_path: Path, users_file: Path) -> Iterator[Server]:
     """A server predicting files 2,000 rows at a time, with iris trained, and a predictor user."""
-    running = start_server(
+    yield from serving_iris(
         tmp_path,
         {"FASTML_CSV_CHUNK_ROWS": str(CHUNK_ROWS), "FASTML_USERS_FILE": str(users_file)},
     )
-    try:
-        with running.client() as client:
-            assert train(client, "iris", iris_train_csv)["status"] == "succeeded"
-        yield running
-    finally:
-        stop_server(running)
 
 
 @pytest.mark.timeout(900)
