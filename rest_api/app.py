@@ -18,16 +18,10 @@ from rest_api.api_docs import install_api_docs
 from rest_api.auth import build_authenticator
 from rest_api.backend import Backend, expire_prediction_results, follow_current_versions
 from rest_api.console import router as console_router
-from rest_api.cross_origin import CrossSiteRequestGuard
 from rest_api.errors import install_error_handlers
 from rest_api.logging_config import configure_logging
 from rest_api.metrics import PENDING
-from rest_api.middleware import (
-    AuthMiddleware,
-    BodyLimitMiddleware,
-    RequestLogMiddleware,
-    RoleTable,
-)
+from rest_api.middleware import EdgeMiddleware, RoleTable
 from rest_api.openapi_document import complete_openapi
 from rest_api.predict_json import PredictJsonRoute, document_predict_json
 from rest_api.request_log import RequestLogWriter
@@ -97,14 +91,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI's OpenTelemetry hooks cost a check per request; /metrics and the request
         # log are this server's telemetry. A forker with an OpenTelemetry set-up turns them on.
         telemetry={"tracing": False, "metrics": False, "logs": False},
-        # The edge, outermost first, all before any route reads the body. A forker's
-        # app.add_middleware(...) after create_app goes outside these (README: CORS).
+        # The edge, before any route reads the body. A forker's app.add_middleware(...)
+        # after create_app goes outside it (README: CORS).
         middleware=[
-            Middleware(RequestLogMiddleware, writer=request_log),
-            Middleware(CrossSiteRequestGuard),
-            Middleware(AuthMiddleware, authenticator=authenticator, roles=roles),
             Middleware(
-                BodyLimitMiddleware,
+                EdgeMiddleware,
+                writer=request_log,
+                authenticator=authenticator,
+                roles=roles,
                 max_upload_bytes=settings.max_upload_bytes,
                 max_json_bytes=settings.max_json_bytes,
             ),

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from rest_api.errors import send_error
-from rest_api.middleware import first_header
+from rest_api.request_headers import first_header
 
 # The request bodies a cross-site <form> (or a fetch without a preflight) can send.
 FORM_CONTENT_TYPES = frozenset(
@@ -65,17 +64,3 @@ def could_skip_preflight(scope: Scope) -> bool:
         return True
     essence = content_type.decode("latin-1").partition(";")[0].strip().lower()
     return essence in FORM_CONTENT_TYPES
-
-
-class CrossSiteRequestGuard:
-    """Answers 403, before authentication and before the body is read, to a POST another
-    site's page could have sent with this browser's stored credentials."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and could_skip_preflight(scope) and is_cross_site(scope):
-            await send_error(scope, send, 403, CROSS_SITE_MESSAGE)
-            return
-        await self.app(scope, receive, send)

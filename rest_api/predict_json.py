@@ -23,8 +23,8 @@ from rest_api.auth import authorize
 from rest_api.backend import Backend
 from rest_api.errors import ApiError
 from rest_api.metrics import count_predicted_rows
-from rest_api.middleware import first_header
 from rest_api.query_keys import refuse_unknown_keys
+from rest_api.request_headers import first_header
 from rest_api.schemas import (
     MODEL_NAME_DESCRIPTION,
     MODEL_NAME_SCHEMA,

@@ -1,0 +1,18 @@
+"""A request's headers, read once: every check of the edge and the predict route asks here."""
+
+from __future__ import annotations
+
+from starlette.types import Scope
+
+# An ASGI scope extension key (namespaced, as the spec asks): the request's headers as a dict.
+HEADERS_SCOPE_KEY = "fastml.headers"
+
+
+def first_header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header `name` (lower case), or None, as Starlette's Headers reads it."""
+    headers: dict[bytes, bytes] | None = scope.get(HEADERS_SCOPE_KEY)
+    if headers is None:
+        # Built once per request, in C (reversed keeps the first of repeated headers), and
+        # kept in the scope: every check reads headers from it.
+        headers = scope[HEADERS_SCOPE_KEY] = dict(reversed(scope["headers"]))
+    return headers.get(name)
