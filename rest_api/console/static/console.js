@@ -234,10 +234,11 @@ function initPredict() {
     event.preventDefault();
     errorBox.textContent = "";
     const row = {};
-    for (const input of form.querySelectorAll("input[name]")) {
-      const text = input.value.trim();
-      if (text === "") row[input.name] = null;
-      else row[input.name] = input.dataset.kind === "numeric" ? Number(text) : text;
+    for (const field of form.querySelectorAll("input[name], select[name]")) {
+      // A listed category goes exactly as recorded; typed text loses stray spaces.
+      const text = field.tagName === "SELECT" ? field.value : field.value.trim();
+      if (text === "") row[field.name] = null;
+      else row[field.name] = field.dataset.kind === "numeric" ? Number(text) : text;
     }
     try {
       const url = `${modelPath(name)}/predict?proba=true`;
