@@ -17,7 +17,7 @@ from pandas.api.types import infer_dtype, is_bool_dtype, is_numeric_dtype
 
 from ML.csv_reader import NO_DATA_ROWS, READ_BLOCK_BYTES, CsvReader, opened
 from ML.errors import DatasetTooLarge, InvalidDataset, InvalidInput
-from ML.features import Feature, FeatureKind, features_from_text_frame
+from ML.features import Feature, FeatureKind, features_from_text_frame, recorded_categories
 from ML.messages import MAX_DETAILS, MISSING_FIELD, ROWS_IN_MESSAGE, listed_names
 
 _SPOOL_BYTES = 32 << 20
@@ -256,7 +256,12 @@ def _feature(column: pd.Series, bool_columns: set[str]) -> Feature:
     if _is_numeric(column):
         return Feature(name=name, kind=FeatureKind.NUMERIC, dtype=str(column.dtype))
     dtype = "bool" if name in bool_columns else "str"
-    return Feature(name=name, kind=FeatureKind.CATEGORICAL, dtype=dtype)
+    return Feature(
+        name=name,
+        kind=FeatureKind.CATEGORICAL,
+        dtype=dtype,
+        categories=recorded_categories(column),
+    )
 
 
 def _as_text_cells(column: pd.Series) -> pd.Series:

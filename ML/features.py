@@ -4,7 +4,7 @@ from CSV text cells (CSV prediction and evaluation read them the same way)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, cast
 
@@ -47,6 +47,11 @@ class FeatureKind(StrEnum):
     CATEGORICAL = "categorical"
 
 
+# A categorical column with more distinct values than this is an id or free text rather than
+# a choice: its categories are not recorded (the console then offers a text box, not a list).
+MAX_RECORDED_CATEGORIES = 1000
+
+
 @dataclass(frozen=True)
 class Feature:
     """One input column of a model, as recorded at training time."""
@@ -54,13 +59,36 @@ class Feature:
     name: str
     kind: FeatureKind
     dtype: str
+    # A categorical feature's categories in the training CSV, sorted; None for a numeric
+    # feature, a column of too many, or a model trained before they were recorded. Left out of
+    # equality and hashing: input checks depend on name, kind and dtype, and the per-request
+    # layout cache should not hash a thousand strings.
+    categories: tuple[str, ...] | None = field(default=None, compare=False)
 
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "kind": self.kind.value, "dtype": self.dtype}
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "kind": self.kind.value, "dtype": self.dtype}
+        if self.categories is not None:
+            data["categories"] = list(self.categories)
+        return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, str]) -> Feature:
-        return cls(name=data["name"], kind=FeatureKind(data["kind"]), dtype=data["dtype"])
+    def from_dict(cls, data: Mapping[str, Any]) -> Feature:
+        categories = data.get("categories")
+        return cls(
+            name=data["name"],
+            kind=FeatureKind(data["kind"]),
+            dtype=data["dtype"],
+            categories=None if categories is None else tuple(categories),
+        )
+
+
+def recorded_categories(cells: pd.Series) -> tuple[str, ...] | None:
+    """The distinct non-missing text cells of a categorical column, sorted; None past
+    MAX_RECORDED_CATEGORIES."""
+    values = pd.unique(cells.dropna())
+    if len(values) > MAX_RECORDED_CATEGORIES:
+        return None
+    return tuple(sorted(str(value) for value in values))
 
 
 def features_from_text_frame(

@@ -129,7 +129,8 @@ class VersionView(BaseModel):
     unusable_reason: str | None
     size_bytes: int
     metadata: dict[str, Any] = Field(
-        description="estimator and params, features, classes, dataset_rows (every row of the "
+        description="estimator and params, features (name, kind, dtype, and a categorical "
+        "feature's categories in the training CSV), classes, dataset_rows (every row of the "
         f"training CSV), library versions, duration, and metrics: {METRICS_DESCRIPTION}"
     )
 

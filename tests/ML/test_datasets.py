@@ -54,6 +54,8 @@ def test_categorical_cells_are_text_as_written_and_missing_is_nan() -> None:
     # pandas would read True/false as booleans; the categories must be the text, as predicted.
     assert dataset.features["flag"].iloc[:2].tolist() == ["True", "false"]
     assert math.isnan(dataset.features["flag"].iloc[2])
+    # Each categorical feature records its categories as written, missing cells left out.
+    assert [f.categories for f in dataset.schema] == [None, ("red",), ("True", "false")]
 
 
 def test_bool_columns_are_categorical_and_int_columns_numeric() -> None:

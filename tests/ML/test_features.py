@@ -11,7 +11,12 @@ import pytest
 
 from ML import features as features_module
 from ML.errors import InvalidInput
-from ML.features import Feature, features_from_text_frame
+from ML.features import (
+    MAX_RECORDED_CATEGORIES,
+    Feature,
+    features_from_text_frame,
+    recorded_categories,
+)
 from ML.messages import MAX_DETAILS
 from tests.ML.csv_cases import CATEGORICAL, SCHEMA, iter_csv_chunks
 
@@ -20,6 +25,25 @@ def test_feature_round_trips_through_a_dict() -> None:
     feature = Feature("color", CATEGORICAL, "str")
     assert feature.to_dict() == {"name": "color", "kind": "categorical", "dtype": "str"}
     assert Feature.from_dict(feature.to_dict()) == feature
+    assert Feature.from_dict(feature.to_dict()).categories is None
+
+
+def test_categories_round_trip_and_leave_equality_alone() -> None:
+    feature = Feature("color", CATEGORICAL, "str", categories=("blue", "red"))
+    data = feature.to_dict()
+    assert data["categories"] == ["blue", "red"]
+    assert Feature.from_dict(data).categories == ("blue", "red")
+    # The input checks' layout cache keys on name, kind and dtype alone.
+    assert feature == Feature("color", CATEGORICAL, "str")
+    assert hash(feature) == hash(Feature("color", CATEGORICAL, "str"))
+
+
+def test_recorded_categories_are_the_distinct_text_sorted_up_to_a_cap() -> None:
+    cells = pd.Series(["red", np.nan, "blue", "red", "<script>"], dtype=object)
+    assert recorded_categories(cells) == ("<script>", "blue", "red")
+    many = pd.Series([f"id-{i}" for i in range(MAX_RECORDED_CATEGORIES + 1)], dtype=object)
+    assert recorded_categories(many) is None
+    assert recorded_categories(many[:MAX_RECORDED_CATEGORIES]) is not None
 
 
 def test_missing_markers_match_pandas_defaults() -> None:

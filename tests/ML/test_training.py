@@ -34,7 +34,7 @@ from ML.training import (
     train_model,
     validate_options,
 )
-from tests.ML.samples import mixed_rows
+from tests.ML.samples import COLORS, mixed_rows
 
 METRIC_KEYS = {
     "accuracy",
@@ -174,6 +174,12 @@ def test_metadata_describes_the_training(mixed_dataset: Dataset) -> None:
     assert metadata["target_variable"] == "label"
     assert metadata["dataset_rows"] == 48
     assert metadata["features"] == [feature.to_dict() for feature in mixed_dataset.schema]
+    # The categories a form can offer: every one of the training CSV, not just the fitted part.
+    assert [feature.get("categories") for feature in metadata["features"]] == [
+        None,
+        sorted(COLORS),
+        ["False", "True"],
+    ]
     assert metadata["params"]["n_estimators"] == 5
     assert metadata["params"]["random_state"] == 42
     assert metadata["params"]["n_jobs"] == 1

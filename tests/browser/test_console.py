@@ -1,7 +1,8 @@
 """The web console at /ui in a real browser, against real gunicorn (two workers).
 
 A trainer trains iris, follows the job, reads the confusion matrix, rolls back, predicts
-from the form and downloads a CSV of predictions; a predictor sees only predicting; a CSV
+from the form (a category picked from the list the model recorded), downloads a CSV of
+predictions and a batch-prediction job's file; a predictor sees only predicting; a CSV
 header such as `<script>` stays text; another site's page cannot make the browser train.
 Screenshots of every page go to a temporary folder (the test's artifacts), and also to
 $FASTML_CONSOLE_SCREENSHOTS when it is set: docs/console/*.png are those, reduced to 64
@@ -25,12 +26,14 @@ from playwright.sync_api import (
     Browser,
     BrowserContext,
     Dialog,
+    Download,
     FilePayload,
     Page,
     ViewportSize,
     expect,
 )
 
+from testing.fastml_api import train
 from testing.servers import Server
 from tests.iris import ROW
 from tests.users import PREDICTOR, TRAINER
@@ -47,6 +50,7 @@ ATTACKER = "http://attacker.test"
 SCRIPT_COLUMN = "<script>window.pwned=1</script>"
 IMG_LABEL = "<img src=x onerror=window.pwned=2>"
 BOLD_LABEL = "<b>bold</b>"
+SCRIPT_CATEGORY = "<script>window.pwned=3</script>"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +64,10 @@ def save_screenshot(tab: Page, folder: Path, name: str) -> None:
     published = os.environ.get("FASTML_CONSOLE_SCREENSHOTS")
     if published:
         shutil.copy(path, Path(published) / path.name)
+
+
+def read_download(download: Download) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
 
 
 def new_context(browser: Browser, server: Server, user: tuple[str, str]) -> BrowserContext:
@@ -161,7 +169,6 @@ def test_models_and_jobs_pages(trainer_tab: Page, iris_server: Server, screensho
 
     tab.goto("/ui/jobs")
     expect(tab.locator("#jobs tbody tr").first).to_contain_text("succeeded")
-    save_screenshot(tab, screenshots, "jobs")
 
 
 def test_predict_from_the_form_and_download_a_csv(
@@ -189,12 +196,86 @@ def test_predict_from_the_form_and_download_a_csv(
         csv_form.locator("button[type=submit]").click()
     download = started.value
     assert download.suggested_filename == "iris-predictions.csv"
-    rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
+    rows = read_download(download)
     assert len(rows) == len(iris_test_csv.read_text().splitlines()) - 1
     assert {"prediction", "probability_setosa"} <= set(rows[0])
     assert all(row["prediction"] in {"setosa", "versicolor", "virginica"} for row in rows)
     expect(tab.locator("#predict-csv-status")).to_contain_text("downloaded iris-predictions.csv")
+
+
+def paint_csv() -> bytes:
+    """The label follows the color (a category), not the size; one color is written as HTML."""
+    labels = {"red": "warm", "blue": "cool", SCRIPT_CATEGORY: "odd"}
+    lines = ["size,color,label"]
+    for index in range(36):
+        color = list(labels)[index % 3]
+        lines.append(f'{index % 5 + 0.5},"{color}",{labels[color]}')
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_predict_with_a_category_picked_from_the_list(
+    trainer_tab: Page, iris_server: Server, screenshots: Path, tmp_path: Path
+) -> None:
+    csv_path = tmp_path / "paint.csv"
+    csv_path.write_bytes(paint_csv())
+    with iris_server.client() as client:
+        job = train(client, "paint", csv_path, target="label", estimator="logistic_regression")
+    assert job["status"] == "succeeded", job
+    tab = trainer_tab
+    dialogs = accept_dialogs(tab)
+    tab.goto("/ui/predict/paint")
+    form = tab.locator("#predict-form")
+    expect(form.locator("input[name=size][type=number]")).to_be_visible()
+    color = form.locator("select[name=color]")
+    # The categories recorded at training, as text, then the choice of leaving it missing.
+    assert color.locator("option").all_inner_texts() == [
+        SCRIPT_CATEGORY,
+        "blue",
+        "red",
+        "(missing)",
+    ]
+    form.locator("input[name=size]").fill("2.5")
+    for category, label in (("red", "warm"), (SCRIPT_CATEGORY, "odd")):
+        color.select_option(category)
+        form.locator("button[type=submit]").click()
+        expect(tab.locator("#predicted-label")).to_have_text(label)
+        expect(tab.locator("#probabilities tbody tr")).to_have_count(3)
+        expect(tab.locator("#probabilities tbody tr").first).to_contain_text(label)
+    color.select_option("red")
+    form.locator("button[type=submit]").click()
+    expect(tab.locator("#predicted-label")).to_have_text("warm")
     save_screenshot(tab, screenshots, "predict")
+    assert tab.evaluate("typeof window.pwned") == "undefined"
+    assert dialogs == []
+
+
+def test_a_batch_job_from_the_predict_page_links_its_file_there_and_on_the_jobs_page(
+    trainer_tab: Page, screenshots: Path, iris_test_csv: Path
+) -> None:
+    tab = trainer_tab
+    rows_sent = len(iris_test_csv.read_text().splitlines()) - 1
+    tab.goto("/ui/predict/iris")
+    csv_form = tab.locator("#predict-csv-form")
+    csv_form.locator("input[name=csv_file]").set_input_files(iris_test_csv)
+    tab.locator("#predict-csv-job").click()
+    status = tab.locator("#predict-csv-status")
+    expect(status).to_contain_text(f"done, {rows_sent} rows", timeout=JOB_TIMEOUT_MS)
+    with tab.expect_download() as started:
+        status.locator("a.download").click()
+    job_id = started.value.suggested_filename.removeprefix("iris-").removesuffix(".csv")
+    assert len(read_download(started.value)) == rows_sent
+
+    tab.goto("/ui/jobs")
+    row = tab.locator("#jobs tbody tr", has=tab.locator(f"code[title='{job_id}']"))
+    expect(row).to_contain_text("predict")
+    expect(row).to_contain_text(f"{rows_sent} rows, v")
+    save_screenshot(tab, screenshots, "jobs")
+    with tab.expect_download() as started:
+        row.locator("a.download").click()
+    assert started.value.suggested_filename == f"iris-{job_id}.csv"
+    rows = read_download(started.value)
+    assert len(rows) == rows_sent
+    assert {"species", "prediction", "probability_setosa"} <= set(rows[0])
 
 
 MAX_LOAD_REQUESTS = 5000

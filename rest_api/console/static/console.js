@@ -167,6 +167,17 @@ function initTrain() {
   });
 }
 
+// Polls GET /jobs/{id} until the job has finished (or the cap), showing each state it reads.
+async function pollJob(job, show) {
+  for (let poll = 0; poll < JOB_MAX_POLLS; poll++) {
+    show(job);
+    if (FINISHED.has(job.status)) break;
+    await sleep(JOB_POLL_MS);
+    job = await (await api("GET", `/jobs/${encodeURIComponent(job.id)}`)).json();
+  }
+  return job;
+}
+
 async function followJob(job) {
   const section = byId("job");
   const status = byId("job-status");
@@ -177,14 +188,11 @@ async function followJob(job) {
   result.replaceChildren();
   errorBox.textContent = "";
   const started = Date.now();
-  for (let poll = 0; poll < JOB_MAX_POLLS; poll++) {
-    status.textContent = job.status;
-    status.className = `job-status ${job.status}`;
+  job = await pollJob(job, (current) => {
+    status.textContent = current.status;
+    status.className = `job-status ${current.status}`;
     byId("job-elapsed").textContent = `(${Math.round((Date.now() - started) / 1000)} s)`;
-    if (FINISHED.has(job.status)) break;
-    await sleep(JOB_POLL_MS);
-    job = await (await api("GET", `/jobs/${encodeURIComponent(job.id)}`)).json();
-  }
+  });
   if (job.status === "succeeded" && job.result) {
     const version = job.result.version;
     const link = element("a", `${job.model_name} v${version}`);
@@ -234,10 +242,11 @@ function initPredict() {
     event.preventDefault();
     errorBox.textContent = "";
     const row = {};
-    for (const input of form.querySelectorAll("input[name]")) {
-      const text = input.value.trim();
-      if (text === "") row[input.name] = null;
-      else row[input.name] = input.dataset.kind === "numeric" ? Number(text) : text;
+    for (const field of form.querySelectorAll("input[name], select[name]")) {
+      // A listed category goes exactly as recorded; typed text loses stray spaces.
+      const text = field.tagName === "SELECT" ? field.value : field.value.trim();
+      if (text === "") row[field.name] = null;
+      else row[field.name] = field.dataset.kind === "numeric" ? Number(text) : text;
     }
     try {
       const url = `${modelPath(name)}/predict?proba=true`;
@@ -249,31 +258,59 @@ function initPredict() {
     }
   });
 
+  initPredictCsv(name);
+}
+
+// The CSV form's two buttons: predict now and download, or run a batch-prediction job and
+// link its file. Both post the file the same way and report in the same status line.
+function initPredictCsv(name) {
   const csvForm = byId("predict-csv-form");
   const csvStatus = byId("predict-csv-status");
-  csvForm.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    csvStatus.textContent = "predicting…";
+  const send = async (route, waiting, handle) => {
+    csvStatus.textContent = waiting;
     csvStatus.className = "status";
     const data = new FormData();
     data.append("csv_file", csvForm.elements.csv_file.files[0]);
     const proba = csvForm.elements.proba.checked ? "true" : "false";
     try {
-      const response = await api("POST", `${modelPath(name)}/predict/csv?proba=${proba}`, data);
-      const fileName = downloadName(response, `${name}-predictions.csv`);
-      const blob = await response.blob();
-      const link = element("a");
-      link.href = URL.createObjectURL(blob);
-      link.download = fileName;
-      document.body.append(link);
-      link.click();
-      link.remove();
-      setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
-      csvStatus.textContent = `downloaded ${fileName} (${blob.size} bytes)`;
+      await handle(await api("POST", `${modelPath(name)}/${route}?proba=${proba}`, data));
     } catch (error) {
       csvStatus.textContent = error.message;
       csvStatus.className = "status error";
     }
+  };
+
+  const download = async (response) => {
+    const fileName = downloadName(response, `${name}-predictions.csv`);
+    const blob = await response.blob();
+    const link = element("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = fileName;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+    csvStatus.textContent = `downloaded ${fileName} (${blob.size} bytes)`;
+  };
+
+  const followBatchJob = async (response) => {
+    const job = await pollJob(await response.json(), (current) => {
+      const done = current.rows_done == null ? "" : `, ${current.rows_done} rows done`;
+      csvStatus.textContent = `job ${current.id.slice(0, 8)} ${current.status}${done}`;
+    });
+    if (job.status !== "succeeded") throw new Error(job.error || `the job ${job.status}`);
+    const link = element("a", "download the predictions", "download");
+    link.href = `/jobs/${encodeURIComponent(job.id)}/result`;
+    link.download = "";
+    csvStatus.replaceChildren(`job ${job.id.slice(0, 8)} done, ${job.result.rows} rows: `, link);
+  };
+
+  csvForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    send("predict/csv", "predicting…", download);
+  });
+  byId("predict-csv-job").addEventListener("click", () => {
+    if (csvForm.reportValidity()) send("predict/jobs", "submitting…", followBatchJob);
   });
 }
 
