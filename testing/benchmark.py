@@ -4,6 +4,7 @@
                                 [--out docs/benchmarks.md] [--quick]
     python testing/benchmark.py --estimators all [--duration 3] [--pairs 2]
     python testing/benchmark.py --workload get_prediction [--reference DIR] [--pairs 3] ...
+    python testing/benchmark.py --through-nginx [--duration 10] [--pairs 3] [--workers 2]
 
 On one machine, in one run: starts fastml with the Dockerfile's CMD (gunicorn, Uvicorn workers,
 a fresh temp model dir), trains `iris`, starts testing/ceiling_app.py under the same command,
@@ -21,6 +22,10 @@ ceiling (testing/estimators_benchmark.py), and rewrites that section of the repo
 the original client's multipart test.csv to `/get_prediction` at c=64, beside the ceiling and,
 with `--reference DIR`, another checkout of fastml (the code before a change), in rounds of one
 pass each; it prints a markdown section (written to `--out` only when given).
+
+`--through-nginx` measures the predict route through nginx in front of two gunicorn replicas
+beside one server alone, in alternating pairs at c=16 and c=64 (testing/balancer_benchmark.py),
+and rewrites that section of the report only.
 
 Exit code: 0 when every request was answered 2xx, 1 when some pass had errors (the report is
 still written), 2 when the benchmark could not start, 130 when interrupted.
@@ -49,6 +54,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from testing.async_predictions import run_load
+from testing.balancer_benchmark import BalancerBenchmarkError, run_balancer_benchmark
+from testing.balancer_benchmark import write_section as write_nginx_section
 from testing.benchmark_report import (
     CEILING_APP,
     OwnClientRow,
@@ -175,6 +182,7 @@ class Options:
     workload: Workload = Workload.PREDICT
     reference: Path | None = None
     is_out_given: bool = False
+    through_nginx: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="get_prediction only: a checkout of other fastml code (e.g. `git archive main`) "
         "served and measured beside this one",
     )
+    parser.add_argument(
+        "--through-nginx",
+        action="store_true",
+        help="the predict route through nginx in front of 2 replicas beside one server alone "
+        "(pairs at c=16 and c=64); rewrites that section of --out only",
+    )
     return parser
 
 
@@ -237,6 +251,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
     is_out_given = args.out != DEFAULT_OUT
     if estimators and workload is not Workload.PREDICT:
         raise BenchmarkError("--estimators and --workload get_prediction are separate runs")
+    if args.through_nginx and (estimators or workload is not Workload.PREDICT):
+        raise BenchmarkError("--through-nginx is a run of its own (the predict workload)")
     return Options(
         duration,
         pairs,
@@ -247,6 +263,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         workload=workload,
         reference=reference,
         is_out_given=is_out_given,
+        through_nginx=args.through_nginx,
     )
 
 
@@ -416,12 +433,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_as_interrupt():
             if options.workload is Workload.GET_PREDICTION:
                 return run_get_prediction(options, command)
-            if options.estimators:
+            if options.through_nginx:
+                report, is_success = run_balancer_benchmark(
+                    find_wrk(), options.workers, options.duration, options.pairs, command
+                )
+            elif options.estimators:
                 report, is_success = run_estimators_benchmark(options, command)
             else:
                 report, is_success = run_benchmark(options, command)
     except (
         BenchmarkError,
+        BalancerBenchmarkError,
         CompatBenchmarkError,
         EstimatorsBenchmarkError,
         ReportPathError,
@@ -436,7 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; both servers were stopped", file=sys.stderr)
         return 130
     print(report)
-    if options.estimators:
+    if options.through_nginx:
+        write_nginx_section(options.out, report)
+    elif options.estimators:
         write_section(options.out, report)
     else:
         write_report(options.out, report)
