@@ -261,6 +261,7 @@ def run(options: Options) -> tuple[list[PassResult], Overheads]:
         stack.callback(client.close)
         api_server = start_server(work_dir, {"FASTML_BROKER_URL": redis_server.url})
         stack.callback(stop_server, api_server)
+        print(f"redis ready at {redis_server.url}, API ready at {api_server.url}", file=sys.stderr)
         api = LocalClient(api_server.url, ADMIN, timeout=120)
         for count in options.worker_counts:
             with contextlib.ExitStack() as workers:

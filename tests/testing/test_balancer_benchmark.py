@@ -1,0 +1,93 @@
+"""Tests for `testing/benchmark.py --through-nginx` (testing/balancer_benchmark.py)."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testing.balancer_benchmark import SECTION_END, SECTION_START, format_section
+from testing.benchmark import BenchmarkError, build_parser, options_from_args
+from testing.ceiling_pairs import Pair, summarize_pairs
+from testing.servers import PROJECT_DIR
+from testing.wrk import WrkResult
+
+
+def wrk(rps: float, **kwargs: object) -> WrkResult:
+    return WrkResult(requests_per_second=rps, p50_ms=1.0, p99_ms=2.0, requests=int(rps), **kwargs)  # type: ignore[arg-type]
+
+
+def test_through_nginx_is_a_run_of_its_own() -> None:
+    options = options_from_args(build_parser().parse_args(["--through-nginx", "--quick"]))
+    assert options.through_nginx
+    assert (options.duration, options.pairs) == (2, 1)
+    assert not options_from_args(build_parser().parse_args([])).through_nginx
+    for other in (["--estimators", "all"], ["--workload", "get_prediction"]):
+        with pytest.raises(BenchmarkError, match="run of its own"):
+            options_from_args(build_parser().parse_args(["--through-nginx", *other]))
+
+
+def test_the_section_shows_the_median_pair_and_the_errors_of_any_pass() -> None:
+    summaries = {
+        16: summarize_pairs([Pair(wrk(900), wrk(1000)), Pair(wrk(400), wrk(1000))]),
+        64: summarize_pairs([Pair(wrk(1200), wrk(1000, socket_errors={"timeout": 3}))]),
+    }
+    started = datetime.datetime(2026, 11, 28, 10, 0, tzinfo=datetime.UTC)
+    loads = ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
+    section = format_section(
+        "python testing/benchmark.py --through-nginx", started, loads, 2, 10, summaries
+    )
+    assert "| 16 | 400 | 1.00 | 2.00 | 1000 | 1.00 | 2.00 | 0.40 (0.40-0.90) | none |" in section
+    assert "| 64 | 1200 |" in section
+    assert "| 1.20 (1.20-1.20) | direct timeout 3 |" in section
+    assert "1.00 / 2.00 / 3.00 at the start and 4.00 / 5.00 / 6.00 at the end" in section
+
+
+def is_listening(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+@pytest.mark.system
+@pytest.mark.timeout(320)
+def test_quick_run_through_nginx_writes_its_section_and_stops_everything(
+    tmp_path: Path,
+) -> None:
+    # Not a skip: scripts/test installs wrk and nginx (as root, as in CI).
+    assert shutil.which("wrk"), "wrk is not on PATH; install it: sudo apt-get install -y wrk"
+    out_path = tmp_path / "bench.md"
+    out_path.write_text("# kept\n")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "testing/benchmark.py",
+            "--through-nginx",
+            "--quick",
+            "--out",
+            str(out_path),
+        ],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    text = out_path.read_text()
+    assert text.startswith(f"# kept\n\n{SECTION_START}\n### Through nginx: 2 replicas")
+    assert text.endswith(f"{SECTION_END}\n")
+    for concurrency in (16, 64):
+        passes = r"\d+ \| [\d.]+ \| [\d.]+ \| \d+ \| [\d.]+ \| [\d.]+"
+        row = rf"^\| {concurrency} \| {passes} \| [\d.]+ \([\d.]+-[\d.]+\) \| none \|$"
+        assert re.search(row, text, re.MULTILINE), text
+    urls = re.findall(r"ready at (http://127\.0\.0\.1:\d+)", completed.stderr)
+    assert len(urls) == 2, completed.stderr  # the direct server and nginx
+    assert not any(is_listening(url) for url in urls)
