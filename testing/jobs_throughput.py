@@ -84,6 +84,7 @@ class PassResult:
     job_seconds: list[float]  # each succeeded job's started_at to finished_at
     failed: list[str]
     commands: Calls  # over the pass, net of the idle rate and of our status polls
+    memory_bytes: int  # Redis's used_memory after the pass minus before: the records kept
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
 
@@ -123,6 +124,10 @@ def command_calls(client: redis.Redis) -> Calls:
         for name, value in stats.items()
         if name.removeprefix("cmdstat_") not in IGNORED_COMMANDS
     }
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
 
 
 def combine(after: Calls, before: Calls, factor: float = 1.0) -> Calls:
@@ -194,6 +199,7 @@ def run_pass(
 ) -> PassResult:
     print(f"{dataset.name}: {dataset.jobs} jobs on {workers} worker(s)", file=sys.stderr)
     load_before = os.getloadavg()
+    memory_before = used_memory(client)
     before, started = command_calls(client), time.monotonic()
     job_ids = submit_all(api, dataset, f"{dataset.name}-{workers}w")
     jobs, polls = wait_all(api, job_ids)
@@ -215,6 +221,7 @@ def run_pass(
             if job["status"] != "succeeded"
         ],
         commands=combine(measured, background),
+        memory_bytes=used_memory(client) - memory_before,
         load_before=load_before,
         load_after=os.getloadavg(),
     )
@@ -321,20 +328,23 @@ def format_section(
         f"{POLL_SECONDS} s); jobs/min = jobs / wall. Job s = the median time a job ran on "
         "its worker (`started_at` to `finished_at`). Redis commands per job = the `INFO "
         "commandstats` delta over the pass (INFO itself left out), minus the idle rate times "
-        "the wall time and minus our own status polls, divided by the jobs. Load average is "
+        "the wall time and minus our own status polls, divided by the jobs; Redis bytes per job = "
+        "its `used_memory` after the pass minus before, divided by the jobs (the records "
+        "kept, the queue being empty again). Load average is "
         "1 / 5 / 15 min, at the start and the end of the pass: the machine was shared with "
         "other work, and on 2 cores two workers can at most double one worker's rate.",
         "",
         "| data | rows | workers | jobs | wall s | jobs/min | job s | Redis commands per job "
-        "| load before | load after | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+        "| Redis bytes per job | load before | load after | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for result in results:
         median = statistics.median(result.job_seconds) if result.job_seconds else math.nan
         lines.append(
             f"| {result.dataset.name} | {result.dataset.rows:,} | {result.workers} "
             f"| {result.dataset.jobs} | {result.wall_seconds:.1f} | {result.jobs_per_minute:.1f} "
-            f"| {median:.2f} | {result.commands_per_job:.0f} | {_load(result.load_before)} "
+            f"| {median:.2f} | {result.commands_per_job:.0f} "
+            f"| {result.memory_bytes / result.dataset.jobs:,.0f} | {_load(result.load_before)} "
             f"| {_load(result.load_after)} | {'; '.join(result.failed) or 'none'} |"
         )
     lines += ["", "Redis besides the jobs, taken out above:", ""]

@@ -79,7 +79,8 @@ def test_two_iris_jobs_on_one_worker_write_the_section_and_stop_everything(
     assert text.startswith("# kept heading\n\nkept text\n\n" + SECTION_START)
     assert text.endswith(SECTION_END + "\n")
     row = re.search(
-        r"^\| iris \| 105 \| 1 \| 2 \| ([\d.]+) \| ([\d.]+) \| [\d.]+ \| (-?\d+) \| .* \| none \|$",
+        r"^\| iris \| 105 \| 1 \| 2 \| ([\d.]+) \| ([\d.]+) \| [\d.]+ \| (-?\d+) \| -?[\d,]+ "
+        r"\| .* \| none \|$",
         text,
         re.MULTILINE,
     )
