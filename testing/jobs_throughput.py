@@ -55,6 +55,7 @@ SECTION_END = "<!-- jobs throughput: end -->"
 LARGE_SEED = 8
 IDLE_SECONDS = 5.0
 POLL_SECONDS = 0.2
+REAP_SECONDS = 1.0
 POLL_CALIBRATION_GETS = 50
 PASS_DEADLINE_SECONDS = 3600.0
 IGNORED_COMMANDS = frozenset({"info"})  # our own counting
@@ -85,12 +86,17 @@ class PassResult:
     failed: list[str]
     commands: Calls  # over the pass, net of the idle rate and of our status polls
     memory_bytes: int  # Redis's used_memory after the pass minus before: the records kept
+    cpu_seconds: float  # of the workers and their job processes over the pass
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
 
     @property
     def jobs_per_minute(self) -> float:
         return self.dataset.jobs / self.wall_seconds * 60
+
+    @property
+    def cpu_seconds_per_job(self) -> float:
+        return self.cpu_seconds / self.dataset.jobs
 
     @property
     def commands_per_job(self) -> float:
@@ -124,6 +130,16 @@ def command_calls(client: redis.Redis) -> Calls:
         for name, value in stats.items()
         if name.removeprefix("cmdstat_") not in IGNORED_COMMANDS
     }
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU time of the processes and of their children that ended (a Celery worker's job
+    processes: one per job), from /proc/{pid}/stat."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def used_memory(client: redis.Redis) -> int:
@@ -195,15 +211,21 @@ def run_seconds(job: dict[str, Any]) -> float:
 
 
 def run_pass(
-    client: redis.Redis, api: LocalClient, dataset: Dataset, workers: int, overheads: Overheads
+    client: redis.Redis,
+    api: LocalClient,
+    dataset: Dataset,
+    worker_pids: Sequence[int],
+    overheads: Overheads,
 ) -> PassResult:
+    workers = len(worker_pids)
     print(f"{dataset.name}: {dataset.jobs} jobs on {workers} worker(s)", file=sys.stderr)
     load_before = os.getloadavg()
-    memory_before = used_memory(client)
+    memory_before, cpu_before = used_memory(client), cpu_seconds(worker_pids)
     before, started = command_calls(client), time.monotonic()
     job_ids = submit_all(api, dataset, f"{dataset.name}-{workers}w")
     jobs, polls = wait_all(api, job_ids)
     wall = time.monotonic() - started
+    time.sleep(REAP_SECONDS)  # the last job's process has ended and been waited for
     measured = combine(command_calls(client), before)
     idle = overheads.idle_per_second[workers]
     background = {
@@ -222,12 +244,14 @@ def run_pass(
         ],
         commands=combine(measured, background),
         memory_bytes=used_memory(client) - memory_before,
+        cpu_seconds=cpu_seconds(worker_pids) - cpu_before,
         load_before=load_before,
         load_after=os.getloadavg(),
     )
     print(
         f"  {wall:.1f} s, {result.jobs_per_minute:.1f} jobs/min, "
-        f"{result.commands_per_job:.0f} Redis commands per job",
+        f"{result.cpu_seconds_per_job:.1f} CPU s and {result.commands_per_job:.0f} Redis commands "
+        "per job",
         file=sys.stderr,
     )
     return result
@@ -272,12 +296,14 @@ def run(options: Options) -> tuple[list[PassResult], Overheads]:
         api = LocalClient(api_server.url, ADMIN, timeout=120)
         for count in options.worker_counts:
             with contextlib.ExitStack() as workers:
+                worker_pids = []
                 for index in range(count):
                     try:
                         worker = start_worker(work_dir, redis_server.url, name=f"w{index + 1}")
                     except AssertionError as exc:  # tests/celery_workers.py's way of saying so
                         raise ThroughputError(str(exc)) from exc
                     workers.callback(stop_worker, worker)
+                    worker_pids.append(worker.process.pid)
                 if not overheads.per_poll:
                     # One job first: the API and Redis are warm, and a finished job to poll.
                     warm_up = train_and_wait(api)
@@ -286,7 +312,9 @@ def run(options: Options) -> tuple[list[PassResult], Overheads]:
                     overheads = Overheads(overheads.idle_per_second, per_poll)
                 else:
                     overheads.idle_per_second[count] = idle_rate(client)
-                results += [run_pass(client, api, dataset, count, overheads) for dataset in data]
+                results += [
+                    run_pass(client, api, dataset, worker_pids, overheads) for dataset in data
+                ]
     return results, overheads
 
 
@@ -326,7 +354,10 @@ def format_section(
         "/models/{name}/train`, the default estimator: random_forest, 100 trees), one thread "
         "each; wall = first submission to last job done (polled every "
         f"{POLL_SECONDS} s); jobs/min = jobs / wall. Job s = the median time a job ran on "
-        "its worker (`started_at` to `finished_at`). Redis commands per job = the `INFO "
+        "its worker (`started_at` to `finished_at`). CPU s per job = the CPU time of the "
+        "worker processes and their job processes (one per job) over the pass, from "
+        "/proc, divided by the jobs: what a job costs whatever the load; 60 / it is the jobs "
+        "one idle core can run per minute. Redis commands per job = the `INFO "
         "commandstats` delta over the pass (INFO itself left out), minus the idle rate times "
         "the wall time and minus our own status polls, divided by the jobs; Redis bytes per job = "
         "its `used_memory` after the pass minus before, divided by the jobs (the records "
@@ -334,16 +365,16 @@ def format_section(
         "1 / 5 / 15 min, at the start and the end of the pass: the machine was shared with "
         "other work, and on 2 cores two workers can at most double one worker's rate.",
         "",
-        "| data | rows | workers | jobs | wall s | jobs/min | job s | Redis commands per job "
-        "| Redis bytes per job | load before | load after | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+        "| data | rows | workers | jobs | wall s | jobs/min | job s | CPU s per job "
+        "| Redis commands per job | Redis bytes per job | load before | load after | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for result in results:
         median = statistics.median(result.job_seconds) if result.job_seconds else math.nan
         lines.append(
             f"| {result.dataset.name} | {result.dataset.rows:,} | {result.workers} "
             f"| {result.dataset.jobs} | {result.wall_seconds:.1f} | {result.jobs_per_minute:.1f} "
-            f"| {median:.2f} | {result.commands_per_job:.0f} "
+            f"| {median:.2f} | {result.cpu_seconds_per_job:.2f} | {result.commands_per_job:.0f} "
             f"| {result.memory_bytes / result.dataset.jobs:,.0f} | {_load(result.load_before)} "
             f"| {_load(result.load_after)} | {'; '.join(result.failed) or 'none'} |"
         )
