@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import sys
 import tempfile
@@ -20,16 +19,13 @@ from pathlib import Path
 
 from testing.benchmark_report import git_revision, machine_description, write_marked_section
 from testing.benchmark_workload import (
-    ESTIMATOR,
-    ESTIMATOR_PARAMS,
     MODEL,
     PREDICT_BODY,
-    TARGET,
-    TRAIN_CSV,
     WARMUP_REQUESTS,
+    train_workload_model,
 )
 from testing.ceiling_pairs import PairSummary, run_pairs
-from testing.fastml_api import ApiError, LocalClient, basic_auth_header, train
+from testing.fastml_api import LocalClient, basic_auth_header
 from testing.servers import ADMIN, start_server, stop_server
 from testing.topology import start_topology, stop_topology
 from testing.wrk import wrk_script
@@ -46,23 +42,6 @@ HEADERS = {"Content-Type": "application/json", "Authorization": basic_auth_heade
 
 class BalancerBenchmarkError(Exception):
     """The model did not train, or a server did not answer the predict route."""
-
-
-def train_iris(base_url: str) -> None:
-    client = LocalClient(base_url, ADMIN)
-    try:
-        job = train(
-            client,
-            MODEL,
-            TRAIN_CSV,
-            TARGET,
-            estimator=ESTIMATOR,
-            params=json.dumps(ESTIMATOR_PARAMS),
-        )
-    except ApiError as exc:
-        raise BalancerBenchmarkError(str(exc)) from exc
-    if job["status"] != "succeeded":
-        raise BalancerBenchmarkError(f"training job {job['id']} did not succeed: {job}")
 
 
 def warm_up(base_url: str, name: str) -> None:
@@ -87,7 +66,7 @@ def run_balancer_benchmark(
         direct = start_server(work_dir / "direct", workers=workers)
         stack.callback(stop_server, direct)
         print(f"direct server ready at {direct.url}; training {MODEL}", file=sys.stderr)
-        train_iris(direct.url)
+        train_workload_model(direct.url)
         warm_up(direct.url, "the direct server")
         # The replicas share the direct server's model folder: they serve the same model.
         topology = start_topology(

@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import json
 import os
 import shlex
 import signal
@@ -67,16 +66,14 @@ from testing.benchmark_report import (
 )
 from testing.benchmark_workload import (
     CONCURRENCIES,
-    ESTIMATOR,
-    ESTIMATOR_PARAMS,
     MODEL,
     OWN_CLIENT_CONCURRENCY,
     OWN_CLIENT_MAX_REQUESTS,
     PREDICT_BODY,
     TARGET,
     TEST_CSV,
-    TRAIN_CSV,
     WARMUP_REQUESTS,
+    train_workload_model,
 )
 from testing.ceiling_pairs import run_pairs
 from testing.compat_benchmark import CompatBenchmarkError, CompatOptions, run_compat_benchmark
@@ -93,7 +90,7 @@ from testing.estimators_benchmark import (
     write_wrk_script,
 )
 from testing.estimators_benchmark import measure_in_process as measure_estimators_in_process
-from testing.fastml_api import ApiError, LocalClient, basic_auth_header, train
+from testing.fastml_api import ApiError, basic_auth_header
 from testing.in_process_timing import measure_in_process
 from testing.load_config import LoadConfig, LoadTestError, Payload
 from testing.load_report import LoadReport
@@ -117,20 +114,10 @@ class BenchmarkError(Exception):
 
 def train_model(server: Server) -> None:
     """Train `iris` from ML/data/train.csv and wait for the job to succeed."""
-    client = LocalClient(server.url, ADMIN)
     try:
-        job = train(
-            client,
-            MODEL,
-            TRAIN_CSV,
-            TARGET,
-            estimator=ESTIMATOR,
-            params=json.dumps(ESTIMATOR_PARAMS),
-        )
+        train_workload_model(server.url)
     except ApiError as exc:
         raise BenchmarkError(f"{exc}; see {server.output_path}") from exc
-    if job["status"] != "succeeded":
-        raise BenchmarkError(f"training job {job['id']} did not succeed: {job}")
 
 
 def load_config(

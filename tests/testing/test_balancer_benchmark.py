@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime
 import re
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +12,8 @@ import pytest
 from testing.balancer_benchmark import SECTION_END, SECTION_START, format_section
 from testing.benchmark import BenchmarkError, build_parser, options_from_args
 from testing.ceiling_pairs import Pair, summarize_pairs
-from testing.servers import PROJECT_DIR
 from testing.wrk import WrkResult
+from tests.testing.scripts import is_listening, run_script, started_urls
 
 
 def wrk(rps: float, **kwargs: object) -> WrkResult:
@@ -49,13 +46,6 @@ def test_the_section_shows_the_median_pair_and_the_errors_of_any_pass() -> None:
     assert "1.00 / 2.00 / 3.00 at the start and 4.00 / 5.00 / 6.00 at the end" in section
 
 
-def is_listening(url: str) -> bool:
-    host, port = url.removeprefix("http://").split(":")
-    with socket.socket() as sock:
-        sock.settimeout(2)
-        return sock.connect_ex((host, int(port))) == 0
-
-
 @pytest.mark.system
 @pytest.mark.timeout(320)
 def test_quick_run_through_nginx_writes_its_section_and_stops_everything(
@@ -65,22 +55,9 @@ def test_quick_run_through_nginx_writes_its_section_and_stops_everything(
     assert shutil.which("wrk"), "wrk is not on PATH; install it: sudo apt-get install -y wrk"
     out_path = tmp_path / "bench.md"
     out_path.write_text("# kept\n")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "testing/benchmark.py",
-            "--through-nginx",
-            "--quick",
-            "--out",
-            str(out_path),
-        ],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    completed = run_script(
+        ["testing/benchmark.py", "--through-nginx", "--quick", "--out", str(out_path)]
     )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
     text = out_path.read_text()
     assert text.startswith(f"# kept\n\n{SECTION_START}\n### Through nginx: 2 replicas")
     assert text.endswith(f"{SECTION_END}\n")
@@ -88,6 +65,6 @@ def test_quick_run_through_nginx_writes_its_section_and_stops_everything(
         passes = r"\d+ \| [\d.]+ \| [\d.]+ \| \d+ \| [\d.]+ \| [\d.]+"
         row = rf"^\| {concurrency} \| {passes} \| [\d.]+ \([\d.]+-[\d.]+\) \| none \|$"
         assert re.search(row, text, re.MULTILINE), text
-    urls = re.findall(r"ready at (http://127\.0\.0\.1:\d+)", completed.stderr)
+    urls = started_urls(completed.stderr)
     assert len(urls) == 2, completed.stderr  # the direct server and nginx
     assert not any(is_listening(url) for url in urls)

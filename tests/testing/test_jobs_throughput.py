@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from testing.jobs_throughput import (
     worker_counts,
     write_large_csv,
 )
-from testing.servers import PROJECT_DIR
+from tests.testing.scripts import is_listening, run_script, started_urls
 
 
 def test_combine_is_the_scaled_delta_per_command_without_the_unchanged() -> None:
@@ -47,13 +44,6 @@ def test_the_large_csv_is_seeded(tmp_path: Path) -> None:
     assert first.read_bytes() == second.read_bytes()
 
 
-def is_listening(url: str) -> bool:
-    host, port = url.removeprefix("http://").removeprefix("redis://").split("/")[0].split(":")
-    with socket.socket() as sock:
-        sock.settimeout(2)
-        return sock.connect_ex((host, int(port))) == 0
-
-
 @pytest.mark.system
 @pytest.mark.timeout(320)
 def test_two_iris_jobs_on_one_worker_write_the_section_and_stop_everything(
@@ -61,20 +51,13 @@ def test_two_iris_jobs_on_one_worker_write_the_section_and_stop_everything(
 ) -> None:
     out_path = tmp_path / "bench.md"
     out_path.write_text("# kept heading\n\nkept text\n")
-    completed = subprocess.run(
+    completed = run_script(
         [
-            sys.executable,
             "testing/jobs_throughput.py",
             *("--workers", "1", "--iris-jobs", "2", "--large-jobs", "0"),
             *("--out", str(out_path)),
-        ],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        ]
     )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
     text = out_path.read_text()
     assert text.startswith("# kept heading\n\nkept text\n\n" + SECTION_START)
     assert text.endswith(SECTION_END + "\n")
@@ -91,6 +74,6 @@ def test_two_iris_jobs_on_one_worker_write_the_section_and_stop_everything(
     assert int(row.group(4)) > 0, text
     # Training forks a process per job on the worker: its CPU time is counted.
     assert float(row.group(3)) > 0, text
-    urls = re.findall(r"ready at ((?:redis|http)://127\.0\.0\.1:\d+)", completed.stderr)
+    urls = started_urls(completed.stderr)
     assert len(urls) == 2, completed.stderr
     assert not any(is_listening(url) for url in urls)
