@@ -84,7 +84,8 @@ class PassResult:
     wall_seconds: float
     job_seconds: list[float]  # each succeeded job's started_at to finished_at
     failed: list[str]
-    commands: Calls  # over the pass, net of the idle rate and of our status polls
+    commands: Calls  # over the pass, less our own status polls
+    background: frozenset[str]  # the commands Redis also sees when no job is queued
     memory_bytes: int  # Redis's used_memory after the pass minus before: the records kept
     cpu_seconds: float  # of the workers and their job processes over the pass
     load_before: tuple[float, float, float]
@@ -99,8 +100,17 @@ class PassResult:
         return self.cpu_seconds / self.dataset.jobs
 
     @property
+    def job_commands(self) -> Calls:
+        """The commands only jobs cause (none of those the idle processes also send)."""
+        return {n: v for n, v in self.commands.items() if n not in self.background}
+
+    @property
+    def background_commands(self) -> Calls:
+        return {n: v for n, v in self.commands.items() if n in self.background}
+
+    @property
     def commands_per_job(self) -> float:
-        return sum(self.commands.values()) / self.dataset.jobs
+        return sum(self.job_commands.values()) / self.dataset.jobs
 
 
 @dataclass(frozen=True)
@@ -227,11 +237,7 @@ def run_pass(
     wall = time.monotonic() - started
     time.sleep(REAP_SECONDS)  # the last job's process has ended and been waited for
     measured = combine(command_calls(client), before)
-    idle = overheads.idle_per_second[workers]
-    background = {
-        name: idle.get(name, 0.0) * wall + overheads.per_poll.get(name, 0.0) * polls
-        for name in set(idle) | set(overheads.per_poll)
-    }
+    ours = {name: count * polls for name, count in overheads.per_poll.items()}
     result = PassResult(
         dataset=dataset,
         workers=workers,
@@ -242,7 +248,8 @@ def run_pass(
             for job in jobs
             if job["status"] != "succeeded"
         ],
-        commands=combine(measured, background),
+        commands=combine(measured, ours),
+        background=frozenset(overheads.idle_per_second[workers]),
         memory_bytes=used_memory(client) - memory_before,
         cpu_seconds=cpu_seconds(worker_pids) - cpu_before,
         load_before=load_before,
@@ -358,8 +365,10 @@ def format_section(
         "worker processes and their job processes (one per job) over the pass, from "
         "/proc, divided by the jobs: what a job costs whatever the load; 60 / it is the jobs "
         "one idle core can run per minute. Redis commands per job = the `INFO "
-        "commandstats` delta over the pass (INFO itself left out), minus the idle rate times "
-        "the wall time and minus our own status polls, divided by the jobs; Redis bytes per job = "
+        "commandstats` delta over the pass (INFO itself left out) less our own status polls "
+        "(calibrated per `GET /jobs/{id}`), counting only the commands that idle processes do "
+        "not send, divided by the jobs; the others (the background below) go on whether "
+        "jobs run or not, and are given per second. Redis bytes per job = "
         "its `used_memory` after the pass minus before, divided by the jobs (the records "
         "kept, the queue being empty again). Load average is "
         "1 / 5 / 15 min, at the start and the end of the pass: the machine was shared with "
@@ -378,7 +387,7 @@ def format_section(
             f"| {result.memory_bytes / result.dataset.jobs:,.0f} | {_load(result.load_before)} "
             f"| {_load(result.load_after)} | {'; '.join(result.failed) or 'none'} |"
         )
-    lines += ["", "Redis besides the jobs, taken out above:", ""]
+    lines += ["", "Redis besides the jobs:", ""]
     for count, idle in overheads.idle_per_second.items():
         lines.append(
             f"- idle, {count} worker(s) and the API: {sum(idle.values()):.1f} commands/s "
@@ -388,10 +397,11 @@ def format_section(
         f"- one `GET /jobs/{{id}}`: {sum(overheads.per_poll.values()):.1f} commands "
         f"({_calls(overheads.per_poll)})"
     )
-    lines += ["", "Commands of one job, by pass (net, per job):", ""]
+    lines += ["", "Commands by pass: per job, and the background per second meanwhile:", ""]
     lines += [
-        f"- {result.dataset.name}, {result.workers} worker(s): "
-        f"{_calls(result.commands, result.dataset.jobs)}"
+        f"- {result.dataset.name}, {result.workers} worker(s): per job "
+        f"{_calls(result.job_commands, result.dataset.jobs)}; background "
+        f"{_calls(result.background_commands, result.wall_seconds)} per s"
         for result in results
     ]
     return "\n".join(lines) + "\n"
