@@ -55,7 +55,6 @@ SECTION_END = "<!-- jobs throughput: end -->"
 LARGE_SEED = 8
 IDLE_SECONDS = 5.0
 POLL_SECONDS = 0.2
-REAP_SECONDS = 1.0
 POLL_CALIBRATION_GETS = 50
 PASS_DEADLINE_SECONDS = 3600.0
 IGNORED_COMMANDS = frozenset({"info"})  # our own counting
@@ -143,13 +142,36 @@ def command_calls(client: redis.Redis) -> Calls:
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
-    """CPU time of the processes and of their children that ended (a Celery worker's job
-    processes: one per job), from /proc/{pid}/stat."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    """CPU time of the processes `pids` and of their children (a Celery worker's job
+    processes, one per job): those that ended and were waited for, those still running and
+    those that ended but are not waited for yet, from /proc/{pid}/stat."""
+    ticks = sum(_stat_ticks(pid) for pid in pids)  # the parents first: see below
+    # A child waited for between the two reads is missed (a few ticks), never counted twice.
+    ticks += sum(_stat_ticks(pid) for pid in _children(frozenset(pids)))
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields after the command name (which may hold spaces and parentheses)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _stat_ticks(pid: int) -> int:
+    try:
+        fields = _stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+
+
+def _children(parents: frozenset[int]) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                if int(_stat_fields(int(entry.name))[1]) in parents:
+                    found.append(int(entry.name))
+    return found
 
 
 def used_memory(client: redis.Redis) -> int:
@@ -235,7 +257,6 @@ def run_pass(
     job_ids = submit_all(api, dataset, f"{dataset.name}-{workers}w")
     jobs, polls = wait_all(api, job_ids)
     wall = time.monotonic() - started
-    time.sleep(REAP_SECONDS)  # the last job's process has ended and been waited for
     measured = combine(command_calls(client), before)
     ours = {name: count * polls for name, count in overheads.per_poll.items()}
     result = PassResult(
@@ -362,9 +383,9 @@ def format_section(
         "each; wall = first submission to last job done (polled every "
         f"{POLL_SECONDS} s); jobs/min = jobs / wall. Job s = the median time a job ran on "
         "its worker (`started_at` to `finished_at`). CPU s per job = the CPU time of the "
-        "worker processes and their job processes (one per job) over the pass, from "
-        "/proc, divided by the jobs: what a job costs whatever the load; 60 / it is the jobs "
-        "one idle core can run per minute. Redis commands per job = the `INFO "
+        "worker processes and their job processes (one per job, ended or not) over the "
+        "pass, from /proc, divided by the jobs: what a job costs whatever the load; 60 / it "
+        "is the jobs one idle core can run per minute. Redis commands per job = the `INFO "
         "commandstats` delta over the pass (INFO itself left out) less our own status polls "
         "(calibrated per `GET /jobs/{id}`), counting only the commands that idle processes do "
         "not send, divided by the jobs; the others (the background below) go on whether "
