@@ -114,9 +114,12 @@ def format_section(
         f"(deploy/nginx/one-machine.conf) in front of {REPLICAS} gunicorn replicas sharing one "
         f"model folder, and straight at one gunicorn server; {workers} Uvicorn workers per "
         "server. Each nginx pass is followed by a direct pass; ratio = nginx / direct, the pair "
-        "with the median ratio and (min-max) over pairs. All of it on this one machine: the "
-        "replicas and nginx share its cores with wrk, so this is what the balancer costs, not "
-        "what a second machine adds.",
+        "with the median ratio and (min-max) over pairs. All of it on this one machine: nginx "
+        f"and the {REPLICAS} x {workers} replica workers share its cores with wrk and the direct "
+        f"server's {workers} idle workers, so the ratio is not what a second machine adds. On "
+        "a quiet machine it is what nginx and the extra processes cost; on a loaded one, where "
+        "every runnable process gets a share of the cores, more workers get more of them, and "
+        "a ratio above 1 says that rather than anything about nginx.",
         "",
         "| concurrency | nginx req/s | p50 ms | p99 ms | direct req/s | p50 ms | p99 ms "
         "| nginx / direct (min-max) | errors |",
