@@ -11,6 +11,7 @@ import pytest
 
 from testing.balancer_benchmark import SECTION_END, SECTION_START, format_section
 from testing.benchmark import BenchmarkError, build_parser, options_from_args
+from testing.benchmark_report import NOTES_MARKER
 from testing.ceiling_pairs import Pair, summarize_pairs
 from testing.wrk import WrkResult
 from tests.testing.scripts import is_listening, run_script, started_urls
@@ -54,12 +55,13 @@ def test_quick_run_through_nginx_writes_its_section_and_stops_everything(
     # Not a skip: scripts/test installs wrk and nginx (as root, as in CI).
     assert shutil.which("wrk"), "wrk is not on PATH; install it: sudo apt-get install -y wrk"
     out_path = tmp_path / "bench.md"
-    out_path.write_text("# kept\n")
+    # As for --estimators, an existing --out must have the report's notes marker.
+    out_path.write_text(f"# kept\n{NOTES_MARKER}\n")
     completed = run_script(
         ["testing/benchmark.py", "--through-nginx", "--quick", "--out", str(out_path)]
     )
     text = out_path.read_text()
-    assert text.startswith(f"# kept\n\n{SECTION_START}\n### Through nginx: 2 replicas")
+    assert text.startswith(f"# kept\n{NOTES_MARKER}\n\n{SECTION_START}\n### Through nginx: 2")
     assert text.endswith(f"{SECTION_END}\n")
     for concurrency in (16, 64):
         passes = r"\d+ \| [\d.]+ \| [\d.]+ \| \d+ \| [\d.]+ \| [\d.]+"
