@@ -4,6 +4,7 @@
                                 [--out docs/benchmarks.md] [--quick]
     python testing/benchmark.py --estimators all [--duration 3] [--pairs 2]
     python testing/benchmark.py --workload get_prediction [--reference DIR] [--pairs 3] ...
+    python testing/benchmark.py --through-nginx [--duration 10] [--pairs 3] [--workers 2]
 
 On one machine, in one run: starts fastml with the Dockerfile's CMD (gunicorn, Uvicorn workers,
 a fresh temp model dir), trains `iris`, starts testing/ceiling_app.py under the same command,
@@ -22,6 +23,10 @@ the original client's multipart test.csv to `/get_prediction` at c=64, beside th
 with `--reference DIR`, another checkout of fastml (the code before a change), in rounds of one
 pass each; it prints a markdown section (written to `--out` only when given).
 
+`--through-nginx` measures the predict route through nginx in front of two gunicorn replicas
+beside one server alone, in alternating pairs at c=16 and c=64 (testing/balancer_benchmark.py),
+and rewrites that section of the report only.
+
 Exit code: 0 when every request was answered 2xx, 1 when some pass had errors (the report is
 still written), 2 when the benchmark could not start, 130 when interrupted.
 """
@@ -32,7 +37,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import json
 import os
 import shlex
 import signal
@@ -49,6 +53,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from testing.async_predictions import run_load
+from testing.balancer_benchmark import BalancerBenchmarkError, run_balancer_benchmark
+from testing.balancer_benchmark import write_section as write_nginx_section
 from testing.benchmark_report import (
     CEILING_APP,
     OwnClientRow,
@@ -60,16 +66,14 @@ from testing.benchmark_report import (
 )
 from testing.benchmark_workload import (
     CONCURRENCIES,
-    ESTIMATOR,
-    ESTIMATOR_PARAMS,
     MODEL,
     OWN_CLIENT_CONCURRENCY,
     OWN_CLIENT_MAX_REQUESTS,
     PREDICT_BODY,
     TARGET,
     TEST_CSV,
-    TRAIN_CSV,
     WARMUP_REQUESTS,
+    train_workload_model,
 )
 from testing.ceiling_pairs import run_pairs
 from testing.compat_benchmark import CompatBenchmarkError, CompatOptions, run_compat_benchmark
@@ -86,7 +90,7 @@ from testing.estimators_benchmark import (
     write_wrk_script,
 )
 from testing.estimators_benchmark import measure_in_process as measure_estimators_in_process
-from testing.fastml_api import ApiError, LocalClient, basic_auth_header, train
+from testing.fastml_api import ApiError, basic_auth_header
 from testing.in_process_timing import measure_in_process
 from testing.load_config import LoadConfig, LoadTestError, Payload
 from testing.load_report import LoadReport
@@ -110,20 +114,10 @@ class BenchmarkError(Exception):
 
 def train_model(server: Server) -> None:
     """Train `iris` from ML/data/train.csv and wait for the job to succeed."""
-    client = LocalClient(server.url, ADMIN)
     try:
-        job = train(
-            client,
-            MODEL,
-            TRAIN_CSV,
-            TARGET,
-            estimator=ESTIMATOR,
-            params=json.dumps(ESTIMATOR_PARAMS),
-        )
+        train_workload_model(server.url)
     except ApiError as exc:
         raise BenchmarkError(f"{exc}; see {server.output_path}") from exc
-    if job["status"] != "succeeded":
-        raise BenchmarkError(f"training job {job['id']} did not succeed: {job}")
 
 
 def load_config(
@@ -175,6 +169,7 @@ class Options:
     workload: Workload = Workload.PREDICT
     reference: Path | None = None
     is_out_given: bool = False
+    through_nginx: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="get_prediction only: a checkout of other fastml code (e.g. `git archive main`) "
         "served and measured beside this one",
     )
+    parser.add_argument(
+        "--through-nginx",
+        action="store_true",
+        help="the predict route through nginx in front of 2 replicas beside one server alone "
+        "(pairs at c=16 and c=64); rewrites that section of --out only",
+    )
     return parser
 
 
@@ -237,6 +238,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
     is_out_given = args.out != DEFAULT_OUT
     if estimators and workload is not Workload.PREDICT:
         raise BenchmarkError("--estimators and --workload get_prediction are separate runs")
+    if args.through_nginx and (estimators or workload is not Workload.PREDICT):
+        raise BenchmarkError("--through-nginx is a run of its own (the predict workload)")
     return Options(
         duration,
         pairs,
@@ -247,6 +250,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         workload=workload,
         reference=reference,
         is_out_given=is_out_given,
+        through_nginx=args.through_nginx,
     )
 
 
@@ -416,12 +420,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_as_interrupt():
             if options.workload is Workload.GET_PREDICTION:
                 return run_get_prediction(options, command)
-            if options.estimators:
+            if options.through_nginx:
+                report, is_success = run_balancer_benchmark(
+                    find_wrk(), options.workers, options.duration, options.pairs, command
+                )
+            elif options.estimators:
                 report, is_success = run_estimators_benchmark(options, command)
             else:
                 report, is_success = run_benchmark(options, command)
     except (
         BenchmarkError,
+        BalancerBenchmarkError,
         CompatBenchmarkError,
         EstimatorsBenchmarkError,
         ReportPathError,
@@ -436,7 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; both servers were stopped", file=sys.stderr)
         return 130
     print(report)
-    if options.estimators:
+    if options.through_nginx:
+        write_nginx_section(options.out, report)
+    elif options.estimators:
         write_section(options.out, report)
     else:
         write_report(options.out, report)

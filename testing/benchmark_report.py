@@ -78,6 +78,26 @@ def write_report(path: Path, generated: str) -> None:
         temp_path.unlink(missing_ok=True)
 
 
+def write_marked_section(path: Path, section: str, start: str, end: str) -> None:
+    """Put `section` between the marker lines `start` and `end` in `path`, atomically; the
+    first time, append it at the end. The rest of the file is kept as it is."""
+    block = f"{start}\n{section.rstrip()}\n{end}\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        text = before + block + ("\n" + after if after else "")
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        temp_path.write_text(text, encoding="utf-8")
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+
+
 def machine_description() -> str:
     """e.g. `2 CPUs (Intel(R) Xeon(R) ...), 7.8 GiB RAM, Linux 6.8.0`."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from testing.servers import PROJECT_DIR
+from testing.fastml_api import ApiError, LocalClient, train
+from testing.servers import ADMIN, PROJECT_DIR
 
 TRAIN_CSV = PROJECT_DIR / "ML" / "data" / "train.csv"
 TEST_CSV = PROJECT_DIR / "ML" / "data" / "test.csv"
@@ -19,3 +20,13 @@ CONCURRENCIES = (1, 16, 64)
 WARMUP_REQUESTS = 300
 OWN_CLIENT_CONCURRENCY = 64
 OWN_CLIENT_MAX_REQUESTS = 200_000
+
+
+def train_workload_model(base_url: str) -> None:
+    """Train MODEL as above on the server at `base_url`; ApiError unless the job succeeds."""
+    client = LocalClient(base_url, ADMIN)
+    job = train(
+        client, MODEL, TRAIN_CSV, TARGET, estimator=ESTIMATOR, params=json.dumps(ESTIMATOR_PARAMS)
+    )
+    if job["status"] != "succeeded":
+        raise ApiError(f"training job {job['id']} did not succeed: {job}")

@@ -67,7 +67,9 @@ def run_pairs(
     concurrency: int,
     duration: int,
     pairs: int,
+    labels: tuple[str, str] = ("predict", "ceiling"),
 ) -> PairSummary:
+    """`pairs` pairs of wrk passes at `concurrency`: the first URL's, then the second's."""
     measured = []
     for index in range(pairs):
         predict = run_wrk(wrk, predict_url, concurrency, duration, script_path)
@@ -75,8 +77,8 @@ def run_pairs(
         pair = Pair(predict, ceiling)
         measured.append(pair)
         print(
-            f"c={concurrency} pair {index + 1}/{pairs}: predict "
-            f"{predict.requests_per_second:.1f} req/s, ceiling "
+            f"c={concurrency} pair {index + 1}/{pairs}: {labels[0]} "
+            f"{predict.requests_per_second:.1f} req/s, {labels[1]} "
             f"{ceiling.requests_per_second:.1f} req/s, ratio {pair.ratio:.4f}"
             + (" (errors)" if pair.has_errors else ""),
             file=sys.stderr,

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import os
-import secrets
 import statistics
 import sys
 import timeit
@@ -26,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from testing.benchmark_report import write_marked_section
 from testing.benchmark_workload import PREDICT_BODY, PREDICT_ROW, TARGET, TRAIN_CSV
 from testing.fastml_api import ApiError, LocalClient, basic_auth_header, train
 from testing.servers import ADMIN, Server
@@ -300,17 +299,4 @@ def format_section(
 
 def write_section(path: Path, section: str) -> None:
     """Put `section` between its markers in `path` (appended at the end the first time)."""
-    block = f"{SECTION_START}\n{section.rstrip()}\n{SECTION_END}\n"
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        after = rest.split(SECTION_END, 1)[1].lstrip("\n")
-        text = before + block + ("\n" + after if after else "")
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + block
-    temp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        temp_path.write_text(text, encoding="utf-8")
-        os.replace(temp_path, path)
-    finally:
-        temp_path.unlink(missing_ok=True)
+    write_marked_section(path, section, SECTION_START, SECTION_END)

@@ -7,15 +7,11 @@ import json
 import math
 import re
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ML.config import PROJECT_DIR
 from testing.benchmark import BenchmarkError, build_parser, options_from_args
 from testing.benchmark_report import (
     NOTES_MARKER,
@@ -34,6 +30,7 @@ from testing.wrk import (
     wrk_command,
     wrk_script,
 )
+from tests.testing.scripts import is_listening, run_script, started_urls
 
 # Real wrk 4.1.0 output, captured with --latency against testing/ceiling_app.py and fastml.
 WRK_CEILING_C16 = """\
@@ -386,13 +383,6 @@ def test_ceiling_answers_the_lifespan_protocol() -> None:
 # -- the whole benchmark, quick ----------------------------------------------------------------
 
 
-def is_listening(url: str) -> bool:
-    host, port = url.removeprefix("http://").split(":")
-    with socket.socket() as sock:
-        sock.settimeout(2)
-        return sock.connect_ex((host, int(port))) == 0
-
-
 @pytest.mark.system
 @pytest.mark.timeout(320)
 def test_quick_benchmark_writes_the_report_and_stops_both_servers(tmp_path: Path) -> None:
@@ -400,15 +390,7 @@ def test_quick_benchmark_writes_the_report_and_stops_both_servers(tmp_path: Path
     assert shutil.which("wrk"), "wrk is not on PATH; install it: sudo apt-get install -y wrk"
     out_path = tmp_path / "bench.md"
     out_path.write_text(f"old\n{NOTES_MARKER}\nkept note\n")
-    completed = subprocess.run(
-        [sys.executable, "testing/benchmark.py", "--quick", "--out", str(out_path)],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
+    completed = run_script(["testing/benchmark.py", "--quick", "--out", str(out_path)])
     report = out_path.read_text()
     for heading in ("## HTTP", "## Our load client", "## In-process model cost"):
         assert heading in report
@@ -419,6 +401,6 @@ def test_quick_benchmark_writes_the_report_and_stops_both_servers(tmp_path: Path
     assert "| async_predictions | predict |" in report
     assert report.endswith(f"{NOTES_MARKER}\nkept note\n")
     assert "old\n" not in report
-    urls = re.findall(r"ready at (http://127\.0\.0\.1:\d+)", completed.stderr)
+    urls = started_urls(completed.stderr)
     assert len(urls) == 2, completed.stderr
     assert not any(is_listening(url) for url in urls)
