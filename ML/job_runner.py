@@ -143,13 +143,18 @@ def _train(
     from ML.training import TrainingOptions, train_model
 
     options = job.options_as(TrainingJobOptions)
-    upload_path = job_upload(job)
+    store = settings.open_model_store(create=False)
+    try:
+        upload_path = job_upload(job)
+    except InvalidDataset:
+        store.require_available()  # a store folder moved away is why its upload is gone
+        raise
     with threadpool_limits(limits=1):
         dataset = read_labelled_csv(upload_path, options.target_variable, settings.dataset_limits())
         trained = train_model(dataset, TrainingOptions.for_job(options))
     delete_upload(job.upload_path)  # before the commit turns the record terminal
     result = commit_job_version(
-        settings.open_model_store(create=False),
+        store,
         jobs,
         job.id,
         owner,
