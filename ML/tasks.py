@@ -31,7 +31,7 @@ from celery import Celery, signals
 from celery.exceptions import TimeLimitExceeded
 
 from ML.config import Settings
-from ML.errors import FastMLError
+from ML.errors import FastMLError, StorageFull, StoreUnavailable
 from ML.job_runner import (
     THREAD_LIMIT_ENV,
     process_owner,
@@ -203,6 +203,9 @@ def _recover_staged_versions(sender: Any = None, **_: Any) -> None:
     settings = worker_settings()
     try:
         recover_staged_versions(settings.open_model_store(create=False), _job_store(settings))
+    except (StorageFull, StoreUnavailable) as exc:
+        # The store moved away or full: the worker starts anyway, and its jobs say why.
+        logger.warning("could not recover staged model versions: %s", exc.message)
     except Exception:
         logger.exception("could not recover staged model versions; the next start tries again")
 
