@@ -19,6 +19,10 @@ Celery worker) commits through `commit_job_version` with the owner it claimed th
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ML.errors import JobNotFound
@@ -26,6 +30,11 @@ from ML.jobs import JobRecords, JobStatus
 from ML.model_store import ModelStore, StagedVersion
 
 logger = logging.getLogger(__name__)
+
+# Celery's soft time limit is SIGUSR1, whose handler raises (ML/tasks.py). Raised between
+# the record and the renames, it would leave a succeeded job whose version is unpublished
+# until the next start: it is held while they change together, and raised again just after.
+HELD_WHILE_COMMITTING = {signal.SIGUSR1}
 
 
 def commit_job_version(
@@ -46,7 +55,11 @@ def commit_job_version(
         model_name, pipeline, {**metadata, "job_id": job_id}, promote=promote
     )
     recorded = {**result, "version": staged.version}
-    if store.commit_staged(staged, lambda: jobs.succeed_if_owner(job_id, owner, recorded)):
+    with _signals_held():
+        is_published = store.commit_staged(
+            staged, lambda: jobs.succeed_if_owner(job_id, owner, recorded)
+        )
+    if is_published:
         return recorded
     logger.warning(
         "job %s is no longer running for %s; its version %d was discarded",
@@ -55,6 +68,26 @@ def commit_job_version(
         staged.version,
     )
     return None
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Record the held signals meanwhile; raise each again once the block is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers run in the main thread only, and only it may change them
+        return
+    arrived: set[int] = set()
+    previous = {
+        held: signal.signal(held, lambda signum, frame: arrived.add(signum))
+        for held in HELD_WHILE_COMMITTING
+    }
+    try:
+        yield
+    finally:
+        for held, handler in previous.items():
+            signal.signal(held, handler)
+        for signum in arrived:
+            signal.raise_signal(signum)
 
 
 def recover_staged_versions(store: ModelStore, jobs: JobRecords) -> tuple[list[str], list[str]]:

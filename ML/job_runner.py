@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ML.config import Settings
 from ML.errors import FastMLError, InvalidDataset, StorageFull, StoreUnavailable
@@ -32,6 +32,9 @@ from ML.jobs import (
     TrainingJobOptions,
     wait_until_finished,
 )
+
+if TYPE_CHECKING:
+    from ML.model_store import ModelStore
 
 logger = logging.getLogger(__name__)
 
@@ -143,13 +146,14 @@ def _train(
     from ML.training import TrainingOptions, train_model
 
     options = job.options_as(TrainingJobOptions)
-    upload_path = job_upload(job)
+    store = settings.open_model_store(create=False)
+    upload_path = job_upload(job, store)
     with threadpool_limits(limits=1):
         dataset = read_labelled_csv(upload_path, options.target_variable, settings.dataset_limits())
         trained = train_model(dataset, TrainingOptions.for_job(options))
     delete_upload(job.upload_path)  # before the commit turns the record terminal
     result = commit_job_version(
-        settings.open_model_store(create=False),
+        store,
         jobs,
         job.id,
         owner,
@@ -166,10 +170,12 @@ def _train(
     return result
 
 
-def job_upload(job: JobRecord) -> Path:
-    """The job's uploaded CSV; InvalidDataset when it is gone."""
+def job_upload(job: JobRecord, store: ModelStore) -> Path:
+    """The job's uploaded CSV; StoreUnavailable when it went away with the store folder
+    (moved away at run time), InvalidDataset when only the file is gone."""
     upload_path = Path(job.upload_path) if job.upload_path else None
     if upload_path is None or not upload_path.is_file():
+        store.require_available()
         raise InvalidDataset(
             "the uploaded CSV of this job is gone from the server; upload it again"
         )

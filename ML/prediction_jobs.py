@@ -138,8 +138,8 @@ def _predict(
     from threadpoolctl import threadpool_limits
 
     options = job.options_as(PredictionJobOptions)
-    upload_path = job_upload(job)
     store = settings.open_model_store(create=False)
+    upload_path = job_upload(job, store)
     model = ServedModel(store.load_version(job.model_name, options.version))
     jobs.set_rows_done(job.id, owner, 0)
 

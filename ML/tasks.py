@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from celery import Celery, signals
 from celery.exceptions import TimeLimitExceeded
 
 from ML.config import Settings
+from ML.errors import FastMLError, StorageFull, StoreUnavailable
 from ML.job_runner import (
     THREAD_LIMIT_ENV,
     process_owner,
@@ -44,6 +49,9 @@ HARD_LIMIT_GRACE_SECONDS = 30
 # No job outlives the hard limit (it is killed), so this only covers clock differences and
 # the broker's restore polling; a longer one only delays the jobs of a worker that died.
 VISIBILITY_MARGIN_SECONDS = 30
+# How often a live worker looks for jobs whose visibility timeout passed (a dead worker's).
+# kombu's default scans only every 10th of its 10 s ticks: up to 100 s more of waiting.
+RESTORE_SWEEP_SECONDS = 10
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -61,7 +69,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": dict(transport),
+        "broker_transport_options": {
+            **transport,
+            "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
+            "unacked_restore_throttle": 1,
+        },
         "result_backend_transport_options": dict(transport),
         "task_soft_time_limit": settings.job_time_limit_seconds,
         "task_time_limit": hard_limit,
@@ -84,7 +96,8 @@ def make_celery_app(settings: Settings) -> Celery:
     # anywhere else.
     @app.task(name=TASK_NAME, bind=True, shared=False)
     def run_job_task(task: Any, job_id: str) -> None:
-        run_delivered_job(settings, job_id, str(task.request.id))
+        with soft_time_limit_fails_the_job(settings):
+            run_delivered_job(settings, job_id, str(task.request.id))
 
     return app
 
@@ -105,15 +118,42 @@ def run_delivered_job(settings: Settings, job_id: str, task_id: str) -> None:
     logger.info("job %s not run: %s", job_id, delivery.value)
 
 
-def fail_timed_out_job(settings: Settings, job_id: str) -> None:
-    """A job killed at the hard time limit: Celery acknowledged it; record why it stopped."""
-    jobs = _job_store(settings)
-    error = (
+class JobTimeLimitExceeded(FastMLError):
+    """The job ran past FASTML_JOB_TIME_LIMIT_SECONDS (Celery's soft time limit)."""
+
+
+def time_limit_error(settings: Settings) -> str:
+    return (
         f"the job ran longer than {settings.job_time_limit_seconds} s "
         "(FASTML_JOB_TIME_LIMIT_SECONDS) and was stopped; train on fewer rows or a "
         "lighter estimator, or raise the limit"
     )
-    if jobs.fail(job_id, error):
+
+
+@contextmanager
+def soft_time_limit_fails_the_job(settings: Settings) -> Iterator[None]:
+    """At the soft time limit the pool's parent sends SIGUSR1, on which billiard raises
+    SoftTimeLimitExceeded, recorded as an "internal error". Raise a FastMLError instead,
+    whose message the job records: it names the limit and what to do."""
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a pool of threads: no soft time limit, and no signal handler may be set
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise JobTimeLimitExceeded(time_limit_error(settings))
+
+    previous = signal.signal(signal.SIGUSR1, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def fail_timed_out_job(settings: Settings, job_id: str) -> None:
+    """A job killed at the hard time limit: Celery acknowledged it; record why it stopped."""
+    jobs = _job_store(settings)
+    if jobs.fail(job_id, time_limit_error(settings)):
         _delete_upload(jobs.get(job_id).upload_path)
 
 
@@ -163,6 +203,9 @@ def _recover_staged_versions(sender: Any = None, **_: Any) -> None:
     settings = worker_settings()
     try:
         recover_staged_versions(settings.open_model_store(create=False), _job_store(settings))
+    except (StorageFull, StoreUnavailable) as exc:
+        # The store moved away or full: the worker starts anyway, and its jobs say why.
+        logger.warning("could not recover staged model versions: %s", exc.message)
     except Exception:
         logger.exception("could not recover staged model versions; the next start tries again")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,3 +119,38 @@ def test_recovery_rolls_forward_succeeded_jobs_and_discards_the_rest(
     assert [v.version for v in store.get_model("iris").versions] == [1]
     assert store.current_version("iris") == 1
     assert [s.metadata["job_id"] for s in store.staged_versions()] == [running]
+
+
+class TimeLimitAfterTheRecord(JobStore):
+    """Celery's soft time limit (SIGUSR1) arriving just after the job is recorded succeeded."""
+
+    def succeed_if_owner(self, job_id: str, owner: str, result: dict[str, Any]) -> bool:
+        recorded = super().succeed_if_owner(job_id, owner, result)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return recorded
+
+
+class SoftTimeLimit(Exception):
+    pass
+
+
+def test_a_time_limit_during_the_commit_is_raised_once_the_version_is_published(
+    store: ModelStore, tmp_path: Path, pipeline: LogisticRegression
+) -> None:
+    jobs = TimeLimitAfterTheRecord(tmp_path / "state" / "jobs.sqlite3")
+    job_id = running_job(jobs)
+
+    def stop(signum: int, frame: object) -> None:
+        raise SoftTimeLimit
+
+    previous = signal.signal(signal.SIGUSR1, stop)
+    try:
+        with pytest.raises(SoftTimeLimit):
+            commit(store, jobs, job_id, pipeline)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+    assert jobs.get(job_id).status is JobStatus.SUCCEEDED
+    assert store.staged_versions() == []
+    assert store.current_version("iris") == 1
+    assert [v.version for v in store.get_model("iris").versions] == [1]

@@ -267,3 +267,18 @@ def dataset_error(tmp_path: Path, text: str, target: str, settings: Settings) ->
     with pytest.raises(InvalidDataset) as error:
         read_labelled_csv(path, target, settings.dataset_limits())
     return error.value.message
+
+
+def test_a_job_whose_upload_went_away_with_the_store_names_the_store(
+    settings: Settings, jobs: JobStore
+) -> None:
+    job = queue_job(settings, jobs, "celery-worker")
+    assert job.upload_path is not None
+    Path(job.upload_path).unlink()  # the store folder, with its uploads, was moved away
+
+    assert run_training_job(job.id, settings) is None
+
+    failed = jobs.get(job.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error is not None and f"model store at {settings.model_dir}" in failed.error
+    assert not settings.model_dir.exists()  # and nothing created in its place

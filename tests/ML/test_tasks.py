@@ -8,6 +8,7 @@ from ML.config import Settings
 from ML.tasks import (
     HARD_LIMIT_GRACE_SECONDS,
     QUEUE,
+    RESTORE_SWEEP_SECONDS,
     TASK_NAME,
     make_celery_app,
 )
@@ -39,6 +40,9 @@ def test_loss_preventing_settings(settings: Settings) -> None:
     assert conf.task_time_limit == 600 + HARD_LIMIT_GRACE_SECONDS
     for options in (conf.broker_transport_options, conf.result_backend_transport_options):
         assert options["visibility_timeout"] > conf.task_time_limit
+    # A dead worker's job is looked for every sweep, not every tenth one (kombu's default).
+    assert conf.broker_transport_options["unacked_restore_interval"] == RESTORE_SWEEP_SECONDS
+    assert conf.broker_transport_options["unacked_restore_throttle"] == 1
     assert conf.task_default_queue == QUEUE
     assert conf.broker_url == settings.broker_url
 
@@ -49,7 +53,8 @@ def test_the_worker_transport_reads_our_visibility_timeout(settings: Settings) -
         channel_type = connection.transport.Channel
         options = connection.transport_options
     assert options["visibility_timeout"] > app.conf.task_time_limit
-    assert "visibility_timeout" in channel_type.from_transport_options
+    for name in ("visibility_timeout", "unacked_restore_interval", "unacked_restore_throttle"):
+        assert name in channel_type.from_transport_options
 
 
 def test_the_celery_app_needs_a_broker() -> None:
