@@ -38,18 +38,22 @@ logger = logging.getLogger(__name__)
 
 TASK_NAME = "fastml.run_job"
 QUEUE = "fastml-jobs"
-# Past the soft limit the job is told to stop (it fails); past this much more it is killed.
-HARD_LIMIT_GRACE_SECONDS = 30
-# How much longer than the hard limit Redis waits before it redelivers an unacknowledged job.
-# No job outlives the hard limit (it is killed), so this only covers clock differences and
-# the broker's restore polling; a longer one only delays the jobs of a worker that died.
-VISIBILITY_MARGIN_SECONDS = 30
+# kombu looks for messages of dead workers every 10 s, but by default scans Redis only at
+# every 10th look: a dead worker's job would wait up to 100 s more than the visibility
+# timeout. Scanning at each look costs one ZRANGE per 10 s per worker.
+RESTORE_SCAN_THROTTLE = 1
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Every Celery setting of fastml, derived from `settings` (a test checks each one)."""
-    hard_limit = settings.job_time_limit_seconds + HARD_LIMIT_GRACE_SECONDS
-    transport = {"visibility_timeout": hard_limit + VISIBILITY_MARGIN_SECONDS}
+    """Every Celery setting of fastml, derived from `settings` (a test checks each one).
+
+    Past the soft limit a job is told to stop (it fails); FASTML_JOB_STOP_GRACE_SECONDS later
+    it is killed. Redis waits as long again past that hard limit before it redelivers an
+    unacknowledged job: no job outlives the hard limit, so the margin only covers clock
+    differences between machines; a longer one only delays the jobs of a worker that died.
+    """
+    hard_limit = settings.job_time_limit_seconds + settings.job_stop_grace_seconds
+    transport = {"visibility_timeout": hard_limit + settings.job_stop_grace_seconds}
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
@@ -61,7 +65,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": dict(transport),
+        "broker_transport_options": {
+            **transport,
+            "unacked_restore_throttle": RESTORE_SCAN_THROTTLE,
+        },
         "result_backend_transport_options": dict(transport),
         "task_soft_time_limit": settings.job_time_limit_seconds,
         "task_time_limit": hard_limit,

@@ -5,17 +5,14 @@ from __future__ import annotations
 import pytest
 
 from ML.config import Settings
-from ML.tasks import (
-    HARD_LIMIT_GRACE_SECONDS,
-    QUEUE,
-    TASK_NAME,
-    make_celery_app,
-)
+from ML.tasks import QUEUE, RESTORE_SCAN_THROTTLE, TASK_NAME, make_celery_app
 
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(broker_url="redis://127.0.0.1:1/3", job_time_limit_seconds=600)
+    return Settings(
+        broker_url="redis://127.0.0.1:1/3", job_time_limit_seconds=600, job_stop_grace_seconds=7
+    )
 
 
 def test_loss_preventing_settings(settings: Settings) -> None:
@@ -36,7 +33,7 @@ def test_loss_preventing_settings(settings: Settings) -> None:
     # Time limits from the settings; the visibility timeout (in every place Celery reads
     # it) is longer than the hard limit, so Redis never hands a running job to a second worker.
     assert conf.task_soft_time_limit == 600
-    assert conf.task_time_limit == 600 + HARD_LIMIT_GRACE_SECONDS
+    assert conf.task_time_limit == 600 + 7
     for options in (conf.broker_transport_options, conf.result_backend_transport_options):
         assert options["visibility_timeout"] > conf.task_time_limit
     assert conf.task_default_queue == QUEUE
@@ -50,6 +47,9 @@ def test_the_worker_transport_reads_our_visibility_timeout(settings: Settings) -
         options = connection.transport_options
     assert options["visibility_timeout"] > app.conf.task_time_limit
     assert "visibility_timeout" in channel_type.from_transport_options
+    # A dead worker's job is looked for at every restore poll (10 s), not every tenth.
+    assert options["unacked_restore_throttle"] == RESTORE_SCAN_THROTTLE == 1
+    assert "unacked_restore_throttle" in channel_type.from_transport_options
 
 
 def test_the_celery_app_needs_a_broker() -> None:
