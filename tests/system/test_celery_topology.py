@@ -147,13 +147,11 @@ def test_a_redis_restart_takes_both_replicas_out_and_back_and_the_workers_reconn
 def test_predictions_through_nginx_survive_a_killed_api_worker(
     celery_topology: CeleryTopology, tmp_path: Path, iris_train_csv: Path
 ) -> None:
-    with celery_topology.client() as client:
-        assert train(client, "load", iris_train_csv)["status"] == "succeeded"
     predict_through_nginx_killing_a_worker(
         celery_topology.topology,
         tmp_path,
+        iris_train_csv,
         LOAD_REQUESTS,
-        "load",
         celery_topology.admin,
         KILL_AFTER_SECONDS,
     )

@@ -95,22 +95,23 @@ def test_wrong_passwords_spread_over_both_replicas_are_throttled_as_one(
 def test_a_hundred_thousand_predictions_through_nginx_survive_a_killed_worker(
     topology: Topology, tmp_path: Path, iris_train_csv: Path
 ) -> None:
-    with topology.client() as client:
-        assert train(client, "iris", iris_train_csv)["status"] == "succeeded"
-    predict_through_nginx_killing_a_worker(topology, tmp_path, LOAD_REQUESTS, "iris", ADMIN)
+    predict_through_nginx_killing_a_worker(topology, tmp_path, iris_train_csv, LOAD_REQUESTS)
 
 
 def predict_through_nginx_killing_a_worker(
     topology: Topology,
     tmp_path: Path,
+    iris_train_csv: Path,
     requests: int,
-    model: str,
-    auth: tuple[str, str],
+    auth: tuple[str, str] = ADMIN,
     kill_after_seconds: float = KILL_AFTER_SECONDS,
 ) -> None:
-    """testing/async_predictions.py sends `requests` predictions of `model` through nginx;
-    `kill_after_seconds` in, one gunicorn worker of the first replica is SIGKILLed. Every
-    request is answered 200 (nginx sends what the dead worker dropped to another)."""
+    """Trains a model on iris, then testing/async_predictions.py sends `requests` predictions
+    through nginx; `kill_after_seconds` in, one gunicorn worker of the first replica is
+    SIGKILLed. Every request is answered 200 (nginx sends what the dead one dropped on)."""
+    model = "load"
+    with httpx.Client(base_url=topology.url, auth=auth, timeout=30) as client:
+        assert train(client, model, iris_train_csv)["status"] == "succeeded"
     report_path = tmp_path / "report.json"
     killed = threading.Event()
 
