@@ -90,6 +90,7 @@ def celery_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Celery
             stop_topology(topology)
 
 
+# First in the file, so first to run: the tour expects a fresh model folder.
 @pytest.mark.timeout(360)  # three jobs on the Celery workers
 def test_the_readme_tour_through_nginx_runs_on_the_workers_and_both_replicas_agree(
     celery_topology: CeleryTopology,
