@@ -203,8 +203,15 @@ class Settings(BaseSettings):
     job_time_limit_seconds: int = Field(
         default=3600,
         ge=1,
-        description="a Celery job running this long is stopped and failed (killed 60 s "
-        "later if it does not stop); the broker's visibility timeout is set above it",
+        description="a Celery job running this long is stopped and failed (killed "
+        "FASTML_JOB_STOP_GRACE_SECONDS later if it does not stop); the broker's visibility "
+        "timeout is set above it",
+    )
+    job_stop_grace_seconds: int = Field(
+        default=30,
+        ge=1,
+        description="seconds a Celery job past its time limit has to stop before it is "
+        "killed; a dead worker's job goes to another worker this long after that",
     )
     job_max_attempts: int = Field(
         default=3,

@@ -43,21 +43,23 @@ logger = logging.getLogger(__name__)
 
 TASK_NAME = "fastml.run_job"
 QUEUE = "fastml-jobs"
-# Past the soft limit the job is told to stop (it fails); past this much more it is killed.
-HARD_LIMIT_GRACE_SECONDS = 30
-# How much longer than the hard limit Redis waits before it redelivers an unacknowledged job.
-# No job outlives the hard limit (it is killed), so this only covers clock differences and
-# the broker's restore polling; a longer one only delays the jobs of a worker that died.
-VISIBILITY_MARGIN_SECONDS = 30
-# How often a live worker looks for jobs whose visibility timeout passed (a dead worker's).
-# kombu's default scans only every 10th of its 10 s ticks: up to 100 s more of waiting.
+# How often a live worker looks for jobs whose visibility timeout passed (a dead worker's),
+# and at every look rather than kombu's default of every 10th (up to 100 s more of waiting).
+# Scanning at each look costs one ZRANGE per 10 s per worker.
 RESTORE_SWEEP_SECONDS = 10
+RESTORE_SCAN_THROTTLE = 1
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Every Celery setting of fastml, derived from `settings` (a test checks each one)."""
-    hard_limit = settings.job_time_limit_seconds + HARD_LIMIT_GRACE_SECONDS
-    transport = {"visibility_timeout": hard_limit + VISIBILITY_MARGIN_SECONDS}
+    """Every Celery setting of fastml, derived from `settings` (a test checks each one).
+
+    Past the soft limit a job is told to stop (it fails); FASTML_JOB_STOP_GRACE_SECONDS later
+    it is killed. Redis waits as long again past that hard limit before it redelivers an
+    unacknowledged job: no job outlives the hard limit, so the margin only covers clock
+    differences between machines; a longer one only delays the jobs of a worker that died.
+    """
+    hard_limit = settings.job_time_limit_seconds + settings.job_stop_grace_seconds
+    transport = {"visibility_timeout": hard_limit + settings.job_stop_grace_seconds}
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
@@ -72,7 +74,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             **transport,
             "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
-            "unacked_restore_throttle": 1,
+            "unacked_restore_throttle": RESTORE_SCAN_THROTTLE,
         },
         "result_backend_transport_options": dict(transport),
         "task_soft_time_limit": settings.job_time_limit_seconds,

@@ -5,7 +5,7 @@
 
 Real processes on this machine: a private `redis-server` on a free port, one gunicorn API
 server (2 Uvicorn workers) in the Celery mode, and `celery --app ML.tasks worker` processes
-(the README's command, one job at a time each: tests/celery_workers.py). For each worker
+(the README's command, one job at a time each: testing/celery_workers.py). For each worker
 count, and for iris (ML/data/train.csv) and a seeded CSV of --large-rows rows, N training
 jobs (the default random forest) are submitted at once; the wall time runs from the first
 submission to the last job done. Redis commands are counted from `INFO commandstats`: the
@@ -44,9 +44,9 @@ import redis
 from testing.benchmark import sigterm_as_interrupt
 from testing.benchmark_report import git_revision, machine_description, write_marked_section
 from testing.benchmark_workload import TRAIN_CSV
+from testing.celery_workers import start_worker, stop_worker
 from testing.fastml_api import FINISHED, ApiError, LocalClient, submit_training, wait_for_job
 from testing.servers import ADMIN, PROJECT_DIR, ServerError, start_server, stop_server
-from tests.celery_workers import start_worker, stop_worker
 from tests.redis_fixture import RedisServer
 
 DEFAULT_OUT = PROJECT_DIR / "docs" / "benchmarks.md"
@@ -326,10 +326,7 @@ def run(options: Options) -> tuple[list[PassResult], Overheads]:
             with contextlib.ExitStack() as workers:
                 worker_pids = []
                 for index in range(count):
-                    try:
-                        worker = start_worker(work_dir, redis_server.url, name=f"w{index + 1}")
-                    except AssertionError as exc:  # tests/celery_workers.py's way of saying so
-                        raise ThroughputError(str(exc)) from exc
+                    worker = start_worker(work_dir, redis_server.url, name=f"w{index + 1}")
                     workers.callback(stop_worker, worker)
                     worker_pids.append(worker.process.pid)
                 if not overheads.per_poll:

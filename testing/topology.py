@@ -1,5 +1,6 @@
 """Several fastml replicas behind nginx on 127.0.0.1, sharing one model folder: the topology of
-deploy/nginx/one-machine.conf, started for the system tests and the benchmark.
+deploy/nginx/one-machine.conf, started for the system tests and the benchmark. Given a Redis
+(`broker_url`), it runs in the Celery mode, with Celery workers on the same model folder.
 
 The nginx configuration is the shipped one with only its addresses changed (the listen port
 and the replicas' upstream lines), so what is tested is what the README tells users to run.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from testing.celery_workers import CeleryWorker, start_worker, stop_worker
 from testing.servers import (
     ADMIN,
     POLL_SECONDS,
@@ -40,7 +42,8 @@ _LISTEN_LINE = re.compile(r"listen 127\.0\.0\.1:\d+;")
 
 @dataclass
 class Topology:
-    """nginx (its own process) in front of `replicas`, each a gunicorn server."""
+    """nginx (its own process) in front of `replicas`, each a gunicorn server; in the Celery
+    mode, `celery_workers` run the jobs."""
 
     url: str
     replicas: list[Server]
@@ -48,6 +51,7 @@ class Topology:
     work_dir: Path
     model_dir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    celery_workers: list[CeleryWorker] = field(default_factory=list)
 
     def client(self, **kwargs: Any) -> httpx.Client:
         """An httpx client logged in as ADMIN, talking to nginx."""
@@ -103,13 +107,22 @@ def start_topology(
     extra_env: dict[str, str] | None = None,
     model_dir: Path | None = None,
     admin: tuple[str, str] | None = ADMIN,
+    broker_url: str | None = None,
+    celery_workers: int = 2,
 ) -> Topology:
     """`replicas` gunicorn servers sharing `model_dir` (default `work_dir/models`), and nginx
     in front; returns once /health/ready answers 200 through nginx. Stops what it started if
-    anything fails. `admin=None`: the first replica generates the admin, the others read it."""
+    anything fails. `admin=None`: the first replica generates the admin, the others read it.
+
+    With `broker_url` (redis://..., the caller's Redis) the replicas run in the Celery mode
+    and `celery_workers` workers of one pool process each start once the replicas are ready
+    (the first replica generates the secret key they share). `extra_env` goes to both."""
     model_dir = model_dir or work_dir / "models"
     env = {"FASTML_MODEL_DIR": str(model_dir), **(extra_env or {})}
+    if broker_url:
+        env["FASTML_BROKER_URL"] = broker_url
     servers: list[Server] = []
+    workers_started: list[CeleryWorker] = []
     nginx: subprocess.Popen[bytes] | None = None
     try:
         for index in range(replicas):
@@ -119,14 +132,21 @@ def start_topology(
                     replica_dir, env, name=f"replica-{index + 1}", workers=workers, admin=admin
                 )
             )
+        for index in range(celery_workers if broker_url else 0):
+            worker_dir = work_dir / f"celery-{index + 1}"
+            workers_started.append(
+                start_worker(worker_dir, str(broker_url), env, f"w{index + 1}", model_dir)
+            )
         ports = [int(server.url.rsplit(":", 1)[1]) for server in servers]
         url, nginx = start_nginx(work_dir, ports)
-        topology = Topology(url, servers, nginx, work_dir, model_dir, env)
+        topology = Topology(url, servers, nginx, work_dir, model_dir, env, workers_started)
         _wait_for_nginx(topology)
         return topology
     except BaseException:
         if nginx is not None:
             _stop_process(nginx)
+        for worker in workers_started:
+            stop_worker(worker)
         for server in servers:
             stop_server(server)
         raise
@@ -134,6 +154,8 @@ def start_topology(
 
 def stop_topology(topology: Topology) -> None:
     _stop_process(topology.nginx)
+    for worker in topology.celery_workers:
+        stop_worker(worker)
     for server in topology.replicas:
         stop_server(server)
 

@@ -6,8 +6,8 @@ import pytest
 
 from ML.config import Settings
 from ML.tasks import (
-    HARD_LIMIT_GRACE_SECONDS,
     QUEUE,
+    RESTORE_SCAN_THROTTLE,
     RESTORE_SWEEP_SECONDS,
     TASK_NAME,
     make_celery_app,
@@ -16,7 +16,9 @@ from ML.tasks import (
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(broker_url="redis://127.0.0.1:1/3", job_time_limit_seconds=600)
+    return Settings(
+        broker_url="redis://127.0.0.1:1/3", job_time_limit_seconds=600, job_stop_grace_seconds=7
+    )
 
 
 def test_loss_preventing_settings(settings: Settings) -> None:
@@ -37,12 +39,12 @@ def test_loss_preventing_settings(settings: Settings) -> None:
     # Time limits from the settings; the visibility timeout (in every place Celery reads
     # it) is longer than the hard limit, so Redis never hands a running job to a second worker.
     assert conf.task_soft_time_limit == 600
-    assert conf.task_time_limit == 600 + HARD_LIMIT_GRACE_SECONDS
+    assert conf.task_time_limit == 600 + 7
     for options in (conf.broker_transport_options, conf.result_backend_transport_options):
         assert options["visibility_timeout"] > conf.task_time_limit
     # A dead worker's job is looked for every sweep, not every tenth one (kombu's default).
     assert conf.broker_transport_options["unacked_restore_interval"] == RESTORE_SWEEP_SECONDS
-    assert conf.broker_transport_options["unacked_restore_throttle"] == 1
+    assert conf.broker_transport_options["unacked_restore_throttle"] == RESTORE_SCAN_THROTTLE
     assert conf.task_default_queue == QUEUE
     assert conf.broker_url == settings.broker_url
 
@@ -53,6 +55,8 @@ def test_the_worker_transport_reads_our_visibility_timeout(settings: Settings) -
         channel_type = connection.transport.Channel
         options = connection.transport_options
     assert options["visibility_timeout"] > app.conf.task_time_limit
+    # A dead worker's job is looked for at every restore poll (10 s), not every tenth.
+    assert options["unacked_restore_throttle"] == RESTORE_SCAN_THROTTLE == 1
     for name in ("visibility_timeout", "unacked_restore_interval", "unacked_restore_throttle"):
         assert name in channel_type.from_transport_options
 

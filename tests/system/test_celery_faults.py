@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from testing.celery_workers import CeleryWorker, start_worker, stop_worker
 from testing.fastml_api import submit_training, wait_for_job
 from testing.servers import Server, start_server, stop_server
-from tests.celery_workers import CeleryWorker, start_worker, stop_worker
+from tests.celery_workers import job_process
 from tests.redis_fixture import RedisServer, running_redis
 from tests.system.fault_tools import TRAIN_CSV, is_alive, train_and_wait, wait_until_gone
 from tests.system.test_crash_recovery import slow_training_csv
@@ -199,7 +200,7 @@ def test_sigterm_past_the_grace_then_sigkill_leaves_no_process_and_one_outcome(
         job_id = submit(client, "stopped", slow_csv, "label", KILLED_PARAMS)
         wait_for_job(client, job_id, frozenset({"running"}))
         main = stack.worker.process.pid
-        pool_process = stack.worker.job_process()
+        pool_process = job_process(stack.worker)
 
         stack.worker.process.send_signal(signal.SIGTERM)
         time.sleep(SHUTDOWN_GRACE_SECONDS)

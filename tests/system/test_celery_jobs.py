@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testing.celery_workers import CeleryWorker
 from testing.fastml_api import submit_training, train, wait_for_job
 from testing.servers import Server, start_server, stop_server
-from tests.celery_workers import CeleryWorker, running_worker
+from tests.celery_workers import job_process, running_worker
 from tests.redis_fixture import RedisServer
 from tests.system.fault_tools import TRAIN_CSV, is_alive, wait_until_gone
 
@@ -69,7 +70,7 @@ def wait_running_in(
         job = client.get(f"/jobs/{job_id}").json()
         started = job.get("started_at")
         if job["status"] == "running" and isinstance(started, str) and started != after:
-            return worker.job_process(), started
+            return job_process(worker), started
         if time.monotonic() > deadline:
             break
         time.sleep(0.05)

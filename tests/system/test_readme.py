@@ -57,12 +57,16 @@ def test_the_readme_blocks_are_found() -> None:
     assert DOCUMENTED_ADDRESS in tour_block(markdown)
 
 
-@pytest.fixture
-def project_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "fastml"
+def copy_project(copy: Path) -> Path:
+    """The project copied to `copy`, without models, logs or caches, with this venv."""
     shutil.copytree(PROJECT_DIR, copy, ignore=NOT_COPIED)
     (copy / ".venv").symlink_to(Path(sys.prefix))  # the install step, already done
     return copy
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    return copy_project(tmp_path / "fastml")
 
 
 def clean_environment(address: str) -> dict[str, str]:

@@ -47,21 +47,31 @@ def test_the_readme_tour_through_nginx_is_seen_alike_by_both_replicas(
     )
     try:
         check_tour_output(run_tour(project_copy, shared.url.removeprefix("http://")))
-        auth = ("admin", (shared.model_dir / "_state" / "admin_credentials.txt").read_text())
-        auth = ("admin", auth[1].strip().split(":", 1)[1])
-        views = []
-        for replica in shared.replicas:
-            with httpx.Client(base_url=replica.url, auth=auth, timeout=30) as client:
-                jobs = client.get("/jobs").json()
-                model = client.get("/models/iris").json()
-                version = client.get("/models/iris/versions/2").json()
-            views.append((jobs, model, version))
-        assert views[0] == views[1]
-        jobs, model, _ = views[0]
-        assert [job["status"] for job in jobs["jobs"]] == ["succeeded"] * 3  # 2 train, 1 predict
-        assert model["current_version"] == 1  # the tour rolls back to version 1 at its end
+        check_replicas_agree_after_the_tour(shared)
     finally:
         stop_topology(shared)
+
+
+def generated_admin(topology: Topology) -> tuple[str, str]:
+    """The admin the first replica generated, read from the shared model folder."""
+    text = (topology.model_dir / "_state" / "admin_credentials.txt").read_text()
+    name, _, password = text.strip().partition(":")
+    return name, password
+
+
+def check_replicas_agree_after_the_tour(topology: Topology) -> None:
+    """Each replica, asked directly, shows the tour's jobs and versions the same way."""
+    views = []
+    for replica in topology.replicas:
+        with httpx.Client(base_url=replica.url, auth=generated_admin(topology), timeout=30) as c:
+            jobs = c.get("/jobs").json()
+            model = c.get("/models/iris").json()
+            version = c.get("/models/iris/versions/2").json()
+        views.append((jobs, model, version))
+    assert views[0] == views[1]
+    jobs, model, _ = views[0]
+    assert [job["status"] for job in jobs["jobs"]] == ["succeeded"] * 3  # 2 train, 1 predict
+    assert model["current_version"] == 1  # the tour rolls back to version 1 at its end
 
 
 def test_wrong_passwords_spread_over_both_replicas_are_throttled_as_one(
@@ -85,13 +95,28 @@ def test_wrong_passwords_spread_over_both_replicas_are_throttled_as_one(
 def test_a_hundred_thousand_predictions_through_nginx_survive_a_killed_worker(
     topology: Topology, tmp_path: Path, iris_train_csv: Path
 ) -> None:
-    with topology.client() as client:
-        assert train(client, "iris", iris_train_csv)["status"] == "succeeded"
+    predict_through_nginx_killing_a_worker(topology, tmp_path, iris_train_csv, LOAD_REQUESTS)
+
+
+def predict_through_nginx_killing_a_worker(
+    topology: Topology,
+    tmp_path: Path,
+    iris_train_csv: Path,
+    requests: int,
+    auth: tuple[str, str] = ADMIN,
+    kill_after_seconds: float = KILL_AFTER_SECONDS,
+) -> None:
+    """Trains a model on iris, then testing/async_predictions.py sends `requests` predictions
+    through nginx; `kill_after_seconds` in, one gunicorn worker of the first replica is
+    SIGKILLed. Every request is answered 200 (nginx sends what the dead one dropped on)."""
+    model = "load"
+    with httpx.Client(base_url=topology.url, auth=auth, timeout=30) as client:
+        assert train(client, model, iris_train_csv)["status"] == "succeeded"
     report_path = tmp_path / "report.json"
     killed = threading.Event()
 
     def kill_a_worker_midway() -> None:
-        time.sleep(KILL_AFTER_SECONDS)
+        time.sleep(kill_after_seconds)
         victim = children_of(topology.replicas[0].process.pid)[0]
         os.kill(victim, signal.SIGKILL)
         killed.set()
@@ -99,15 +124,15 @@ def test_a_hundred_thousand_predictions_through_nginx_survive_a_killed_worker(
     killer = threading.Thread(target=kill_a_worker_midway, daemon=True)
     killer.start()
     completed = run_client(
-        str(LOAD_REQUESTS),
-        *("--url", topology.url, "--user", ADMIN[0], "--password", ADMIN[1]),
+        str(requests),
+        *("--url", topology.url, "--model", model, "--user", auth[0], "--password", auth[1]),
         *("--json", str(report_path)),
     )
     killer.join(timeout=30)
     assert killed.is_set(), "the load ended before a worker was killed"
     text = completed.stdout + completed.stderr
     report = json.loads(report_path.read_text())
-    assert report["requests_sent"] == LOAD_REQUESTS, text
-    assert report["answers"] + sum(report["client_errors"].values()) == LOAD_REQUESTS, text
-    assert report["statuses"] == {"200": LOAD_REQUESTS}, text  # nginx retried what was dropped
+    assert report["requests_sent"] == requests, text
+    assert report["answers"] + sum(report["client_errors"].values()) == requests, text
+    assert report["statuses"] == {"200": requests}, text  # nginx retried what was dropped
     assert report["client_errors"] == {}, text
