@@ -17,6 +17,7 @@ from ML.config import Settings
 from rest_api.api_docs import install_api_docs
 from rest_api.auth import build_authenticator
 from rest_api.backend import Backend, expire_prediction_results, follow_current_versions
+from rest_api.compat_fast import GetPredictionRoute
 from rest_api.console import router as console_router
 from rest_api.errors import install_error_handlers
 from rest_api.logging_config import configure_logging
@@ -45,7 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.log_path, settings.log_max_bytes, settings.log_backup_count
     )
     # The JSON predict route first: the hot path is matched before any other route is tried.
-    routes: list[APIRouter | BaseRoute] = [PredictJsonRoute()]
+    # (Plain routes are inserted at the front in turn: the last listed comes first.)
+    routes: list[APIRouter | BaseRoute] = [GetPredictionRoute(), PredictJsonRoute()]
     routes += [predictions.router, models.router, jobs.router, health.router, compat.router]
     routes += [console_router]  # the web console at /ui: pages only; it acts through the API
     roles = RoleTable(routes)

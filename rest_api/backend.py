@@ -168,8 +168,10 @@ class Backend:
     ) -> tuple[ServedModel, dict[str, Any]]:
         """The current version of `name` and its `scores` on a labelled CSV.
 
-        In the thread pool even for a 45-row file: measured against evaluating on the event
-        loop, the pool answered /get_prediction 1.9-2.8x faster (docs/benchmarks.md).
+        In the thread pool even for a 45-row file. Evaluating on the event loop costs less CPU
+        per request (0.6-0.8 ms less, all threads counted, in process), yet under wrk on a
+        loaded machine the pool answered /get_prediction 2.2-3.2x faster; unmeasured on a
+        quiet one (docs/benchmarks.md, `fastcompat`).
         """
         model = await self.served_model(name)
         metrics = await run_in_threadpool(

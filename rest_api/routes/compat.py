@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from ML.errors import FastMLError
 from ML.estimators import DEFAULT_ESTIMATOR
@@ -17,6 +17,7 @@ from ML.evaluation import Scores
 from ML.jobs import JobStatus, TrainingJobOptions
 from rest_api.auth import NEEDS_PREDICTOR, NEEDS_TRAINER
 from rest_api.backend import BackendDep
+from rest_api.compat_fast import DEFAULT_MODEL, accuracy_output, compat_body
 from rest_api.errors import status_and_code
 from rest_api.query_keys import KNOWN_QUERY_KEYS_ONLY
 from rest_api.schemas import ERROR_DESCRIPTIONS, CompatResponse
@@ -27,7 +28,6 @@ router = APIRouter(
     form_limits=UPLOAD_FORM_LIMITS,
     dependencies=[KNOWN_QUERY_KEYS_ONLY],
 )
-DEFAULT_MODEL = "default"
 TRAIN_TIMEOUT_SECONDS = 3600.0
 
 
@@ -48,11 +48,8 @@ COMPAT_ERROR_SHAPES = ("CompatResponse", "ErrorView")
 ERRORS = (404, 409, 413, 422, 503, 507)
 
 
-def compat_answer(status: int, output: str) -> JSONResponse:
-    return JSONResponse(
-        {"status": "success" if status < 400 else "error", "code": status, "output": output},
-        status_code=status,
-    )
+def compat_answer(status: int, output: str) -> Response:
+    return Response(compat_body(status, output), status_code=status, media_type="application/json")
 
 
 @router.post(
@@ -64,7 +61,7 @@ def compat_answer(status: int, output: str) -> JSONResponse:
 )
 async def train_model(
     csv_file: CsvFile, target_variable: TargetVariable, backend: BackendDep
-) -> JSONResponse:
+) -> Response:
     options = TrainingJobOptions(
         target_variable=target_variable, estimator=DEFAULT_ESTIMATOR, filename=csv_file.filename
     )
@@ -93,11 +90,11 @@ async def train_model(
 )
 async def get_prediction(
     csv_file: CsvFile, target_variable: TargetVariable, backend: BackendDep
-) -> JSONResponse:
+) -> Response:
     try:
         _, metrics = await backend.evaluate(
             DEFAULT_MODEL, csv_file.file, target_variable, Scores.ACCURACY
         )
     except FastMLError as error:
         return compat_answer(status_and_code(error)[0], error.message)
-    return compat_answer(200, f"Test accuracy : {metrics['accuracy'] * 100:.2f} %")
+    return compat_answer(200, accuracy_output(metrics["accuracy"]))

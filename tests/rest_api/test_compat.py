@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -56,3 +57,76 @@ def test_failures_are_real_statuses_in_the_same_shape(
     assert bad.status_code == 422
     assert bad.json()["status"] == "error"
     assert "class" in bad.json()["output"]
+
+
+def form_body(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0undary") -> bytes:
+    """A multipart body of (name, filename or None, data) parts, as a client builds it."""
+    body = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (
+            f'; filename="{filename}"' if filename is not None else ""
+        )
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        body += data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+PLAIN_FORM = "multipart/form-data; boundary=b0undary"
+
+
+def test_every_form_gets_the_answer_fastapi_gives(
+    client: TestClient, iris_train_csv: Path, iris_test_csv: Path
+) -> None:
+    """The plain form is read by rest_api/upload_form.py, any other by FastAPI: the same
+    accuracy for every form that carries the same fields, the same errors for the others."""
+    assert post_csv(client, "/train_model", iris_train_csv)["status"] == 200
+    csv = iris_test_csv.read_bytes()
+    target = ("target_variable", None, b"species")
+    plain = client.post(
+        "/get_prediction",
+        content=form_body([target, ("csv_file", "test.csv", csv)]),
+        headers={"content-type": PLAIN_FORM},
+    )
+    assert plain.status_code == 200, plain.text
+    accuracy = plain.json()
+    assert accuracy["output"].startswith("Test accuracy : ")
+    read_by_fastapi = {
+        "file first": [("csv_file", "test.csv", csv), target],
+        "another field": [target, ("comment", None, b"x"), ("csv_file", "test.csv", csv)],
+        "empty filename": [target, ("csv_file", "", csv)],
+    }
+    for parts in read_by_fastapi.values():
+        answer = client.post(
+            "/get_prediction", content=form_body(parts), headers={"content-type": PLAIN_FORM}
+        )
+        assert (answer.status_code, answer.json()) == (200, accuracy), parts
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: FastAPI reads it as it arrives
+        yield form_body([target, ("csv_file", "test.csv", csv)])
+
+    chunked = client.post("/get_prediction", content=chunks(), headers={"content-type": PLAIN_FORM})
+    assert (chunked.status_code, chunked.json()) == (200, accuracy)
+
+    wrong_target = form_body([("target_variable", None, b"nope"), ("csv_file", "t.csv", csv)])
+    answer = client.post(
+        "/get_prediction", content=wrong_target, headers={"content-type": PLAIN_FORM}
+    )
+    assert answer.status_code == 422 and answer.json()["code"] == 422
+    assert "no column 'nope'" in answer.json()["output"]
+    bad_csv = form_body([target, ("csv_file", "t.csv", b"species\n\xff\n")])
+    answer = client.post("/get_prediction", content=bad_csv, headers={"content-type": PLAIN_FORM})
+    assert answer.status_code == 422 and answer.json()["status"] == "error"
+
+    no_target = form_body([("csv_file", "t.csv", csv)])
+    answer = client.post("/get_prediction", content=no_target, headers={"content-type": PLAIN_FORM})
+    assert answer.status_code == 422
+    assert answer.json()["error"]["details"][0]["field"] == "target_variable"
+    answer = client.post(
+        "/get_prediction?x=1",
+        content=form_body([target, ("csv_file", "t.csv", csv)]),
+        headers={"content-type": PLAIN_FORM},
+    )
+    assert answer.status_code == 422 and "x" in answer.json()["error"]["message"]
+    two_files = form_body([target, ("csv_file", "a.csv", csv), ("more", "b.csv", csv)])
+    answer = client.post("/get_prediction", content=two_files, headers={"content-type": PLAIN_FORM})
+    assert answer.status_code == 413
