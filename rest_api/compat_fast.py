@@ -22,7 +22,7 @@ from ML.evaluation import Scores
 from rest_api.auth import authorize
 from rest_api.backend import Backend
 from rest_api.errors import status_and_code
-from rest_api.middleware import first_header
+from rest_api.request_headers import first_header
 from rest_api.upload_form import MAX_PLAIN_FORM_BYTES, read_plain_form
 from rest_api.users import Role
 
