@@ -63,4 +63,3 @@ def test_the_benchmark_measures_both_sides_of_a_small_csv(tmp_path: Path) -> Non
     assert server["details"]["train_model_seconds"] > 0
     assert "| random_forest |" in done.stdout.split("peak memory ratio")[1]
     assert server["cpu_seconds"] > 0 and plain["cpu_seconds"] > 0
-    assert server["details"]["upload_cpu_seconds"] > 0
