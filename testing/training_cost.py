@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -451,6 +452,8 @@ def main() -> None:
         f"{' '.join(f'{load:.2f}' for load in os.getloadavg())}",
         file=sys.stderr,
     )
+    # A run is long: a `kill` must stop the server too (it runs in a session of its own).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="fastml-training-cost-") as work_dir:
         server = start_server(
