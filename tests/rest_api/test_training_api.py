@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from ML.config import Settings
 from testing.fastml_api import train, wait_for_job
+from tests.rest_api.slow_training import submit_slow_training
 
 
 @pytest.fixture
@@ -156,19 +157,7 @@ def test_header_mistakes_are_refused_before_a_job_is_queued(client: TestClient) 
 
 def test_a_queued_job_can_be_cancelled(client: TestClient, tmp_path: Path) -> None:
     """One training process: a slow job runs, the next waits queued and can be cancelled."""
-    rows = "\n".join(f"{i % 97},{(i * 7) % 13},{'ab'[i % 2]}" for i in range(20_000))
-    slow = tmp_path / "slow.csv"
-    slow.write_text("x,y,label\n" + rows + "\n")
-    ids = []
-    for params in ['{"n_estimators": 400}', '{"n_estimators": 5}']:
-        with slow.open("rb") as file:
-            answer = client.post(
-                "/models/slow/train",
-                files={"csv_file": ("slow.csv", file)},
-                data={"target_variable": "label", "params": params},
-            )
-        assert answer.status_code == 202, answer.text
-        ids.append(answer.json()["id"])
+    ids = [submit_slow_training(client, tmp_path, trees) for trees in (400, 5)]
     cancelled = client.delete(f"/jobs/{ids[1]}")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
