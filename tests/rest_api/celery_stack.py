@@ -18,8 +18,9 @@ from tests.celery_workers import CeleryWorker, running_worker
 from tests.conftest import make_settings
 from tests.redis_fixture import RedisServer, delete_prefixed, running_redis
 
-# The slowest job a test leaves behind (a few hundred trees on 20,000 rows) on a loaded machine.
-IDLE_DEADLINE_SECONDS = 300.0
+# The slowest job a test leaves behind (a few hundred trees on 20,000 rows) on a loaded
+# machine; below pytest's timeout per test, so a stuck worker fails with its output.
+IDLE_DEADLINE_SECONDS = 120.0
 IDLE_POLL_SECONDS = 0.1
 # Where kombu's Redis transport keeps the messages a worker has taken and not acknowledged.
 UNACKED_KEY = "unacked"

@@ -214,3 +214,24 @@ def test_unknown_jobs_have_no_result(client: TestClient) -> None:
         answer = client.get(f"/jobs/{job_id}/result")
         assert answer.status_code == 404
         assert "not found" in answer.json()["error"]["message"]
+
+
+def test_deleting_a_model_keeps_its_jobs_and_fails_its_queued_ones(
+    client: TestClient, iris_model: dict[str, Any], tmp_path: Path
+) -> None:
+    """One job process: a prediction job waits queued behind a slow training job while its
+    model is deleted; it fails saying so, and the jobs that ran before keep their results."""
+    done = predict_as_job(client, "iris", ESCAPED)
+    slow_id = submit_slow_training(client, tmp_path, 150)
+    queued = submit_prediction_job(client, "iris", ESCAPED)
+    assert queued.status_code == 202, queued.text
+    assert client.delete("/models/iris").status_code == 204
+    assert client.get(f"/jobs/{queued.json()['id']}").json()["status"] == "queued"
+    failed = wait_for_job(client, queued.json()["id"])
+    assert failed["status"] == "failed", failed
+    assert "iris" in failed["error"] and "not found" in failed["error"], failed["error"]
+    assert wait_for_job(client, slow_id)["status"] == "succeeded"
+    listed = [job["id"] for job in client.get("/jobs", params={"model": "iris"}).json()["jobs"]]
+    assert {done["id"], iris_model["id"], failed["id"]} <= set(listed)
+    assert client.get(f"/jobs/{done['id']}").json()["status"] == "succeeded"
+    assert client.get(f"/jobs/{done['id']}/result").status_code == 200
