@@ -364,9 +364,22 @@ class ModelStore:
         if current is not None and self._is_published(name, current):
             return current
         self.require_available()
+        self._wait_for_commit(name)
+        current = self._read_current(name)
+        if current is not None and self._is_published(name, current):
+            return current
         if not self._published_versions(name):
             raise ModelNotFound(_model_not_found(name))
         return None
+
+    def _wait_for_commit(self, name: str) -> None:
+        """Wait until a commit in progress (`commit_staged`, under the model's lock) has
+        published its version: a job's record turns succeeded just before its version and
+        `current` appear, and a client that saw it succeed must find them."""
+        if not self._model_dir(name).is_dir():
+            return  # no lock file for names that are no model
+        with contextlib.suppress(FileNotFoundError), self._model_lock(name):
+            pass
 
     def load_version(self, name: str, version: int) -> LoadedModel:
         """Unpickle a version, only after its signature, hash and scikit-learn version check out."""

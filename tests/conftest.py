@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from ML.config import Settings
 from rest_api.app import create_app
 from rest_api.passwords import hash_password
-from testing.fastml_api import basic_auth, train
+from testing.fastml_api import basic_auth
 from testing.servers import ADMIN
-from tests.iris import IRIS_DIR, TrainedIris
+from tests.iris import IRIS_DIR, TrainedIris, train_iris_forest
 from tests.redis_fixture import (
     RedisServer,
     delete_prefixed,
@@ -69,16 +69,11 @@ def iris_test_csv() -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_iris(
-    tmp_path_factory: pytest.TempPathFactory, users_file: Path, iris_train_csv: Path
-) -> TrainedIris:
+def trained_iris(tmp_path_factory: pytest.TempPathFactory, users_file: Path) -> TrainedIris:
     """Iris trained once per session (random forest, 20 trees) through a real app's job runner."""
     settings = make_settings(tmp_path_factory.mktemp("trained-iris"), users_file)
     with TestClient(create_app(settings), headers=basic_auth(ADMIN)) as client:
-        job = train(
-            client, "iris", iris_train_csv, estimator="random_forest", params='{"n_estimators": 20}'
-        )
-    assert job["status"] == "succeeded", job
+        job = train_iris_forest(client)
     return TrainedIris(settings.model_dir, job)
 
 

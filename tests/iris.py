@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ML.config import PROJECT_DIR
-from testing.fastml_api import train
+from testing.fastml_api import ApiClient, train
 from testing.servers import Server, start_server, stop_server
 
 IRIS_DIR = PROJECT_DIR / "ML" / "data"
@@ -26,6 +26,20 @@ class TrainedIris:
     def copy_to(self, model_dir: Path) -> None:
         """A private copy: a test may add, promote or delete versions without touching others."""
         shutil.copytree(self.model_dir, model_dir)
+
+
+def train_iris_forest(client: ApiClient) -> dict[str, Any]:
+    """Iris version 1 as every iris fixture has it: a random forest of 20 trees, trained
+    through the API; its finished job."""
+    job = train(
+        client,
+        "iris",
+        IRIS_DIR / "train.csv",
+        estimator="random_forest",
+        params='{"n_estimators": 20}',
+    )
+    assert job["status"] == "succeeded", job
+    return job
 
 
 def serving_iris(work_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:

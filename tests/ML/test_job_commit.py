@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,38 @@ def test_a_time_limit_during_the_commit_is_raised_once_the_version_is_published(
     assert store.staged_versions() == []
     assert store.current_version("iris") == 1
     assert [v.version for v in store.get_model("iris").versions] == [1]
+
+
+def test_a_reader_that_saw_the_job_succeed_finds_its_version_current(
+    store: ModelStore, jobs: JobStore, pipeline: LogisticRegression
+) -> None:
+    """The record turns succeeded under the model's lock, just before the renames that
+    publish: a reader asking for the current version then waits for them, not a 404."""
+    job_id = running_job(jobs)
+    staged = store.stage_version("iris", pipeline, {"job_id": job_id}, promote=True)
+    recorded, release = threading.Event(), threading.Event()
+
+    def record_then_pause() -> bool:
+        assert jobs.succeed_if_owner(job_id, OWNER, {"version": staged.version})
+        recorded.set()
+        return release.wait(timeout=60)
+
+    committer = threading.Thread(target=store.commit_staged, args=(staged, record_then_pause))
+    committer.start()
+    assert recorded.wait(timeout=60)
+    assert jobs.get(job_id).status is JobStatus.SUCCEEDED
+    seen: list[int | Exception | None] = []
+
+    def read_current() -> None:
+        try:
+            seen.append(store.current_version("iris"))
+        except Exception as exc:
+            seen.append(exc)
+
+    reader = threading.Thread(target=read_current)
+    reader.start()
+    reader.join(timeout=0.5)  # without the wait it has answered "not found" by now
+    release.set()
+    for thread in (committer, reader):
+        thread.join(timeout=60)
+    assert seen == [staged.version]

@@ -1,4 +1,8 @@
-"""Basic auth, roles, throttling, the generated admin and early refusal of uploads."""
+"""Basic auth, roles, throttling, the generated admin and early refusal of uploads.
+
+The tests on the `settings` fixture run twice: on the embedded default (login counters in
+SQLite) and on the Celery mode (counters in Redis, a real worker).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,11 @@ from testing.servers import ADMIN
 from tests.users import PREDICTOR, TRAINER
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+@pytest.fixture
+def settings(any_mode_settings: Settings) -> Settings:
+    return any_mode_settings
 
 
 def test_public_routes_need_no_credentials(settings: Settings) -> None:

@@ -1,4 +1,8 @@
-"""The fast-ml template's routes: same fields, same answer shape, real error statuses."""
+"""The fast-ml template's routes: same fields, same answer shape, real error statuses.
+
+Every test runs twice: on the embedded default and on the Celery mode (real worker, Redis),
+where /train_model waits for a Celery job.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,18 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sklearn.metrics import accuracy_score
 
 from ML.config import Settings
 from ML.datasets import DatasetLimits, read_evaluation_csv
 from ML.features import Feature
+
+
+@pytest.fixture
+def settings(any_mode_settings: Settings) -> Settings:
+    return any_mode_settings
 
 
 def post_csv(client: TestClient, route: str, path: Path, target: str = "species") -> dict:

@@ -1,4 +1,8 @@
-"""The versioned registry over HTTP: list, inspect, promote, roll back, delete, tampering."""
+"""The versioned registry over HTTP: list, inspect, promote, roll back, delete, tampering.
+
+Every test runs twice: on the embedded default and on the Celery mode (real worker, Redis),
+whose jobs commit the versions these tests promote and delete.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,11 @@ from ML.config import Settings
 from testing.fastml_api import train
 
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+@pytest.fixture
+def settings(any_mode_settings: Settings) -> Settings:
+    return any_mode_settings
 
 
 def predict_version(client: TestClient, name: str) -> int:

@@ -1,5 +1,8 @@
-"""Batch-prediction jobs over HTTP (TestClient, the embedded job pool): submit, progress,
-the result file, roles, deletion and expiry."""
+"""Batch-prediction jobs over HTTP: submit, progress, the result file, roles, deletion and
+expiry.
+
+Every test runs twice: on the embedded default and on the Celery mode (real worker, Redis).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from rest_api.app import create_app
 from testing.fastml_api import basic_auth, predict_as_job, submit_prediction_job, wait_for_job
 from testing.servers import ADMIN
 from tests.iris import TrainedIris
+from tests.rest_api.slow_training import submit_slow_training
 from tests.users import PREDICTOR, TRAINER
 
 HEADER = "sepal_length,sepal_width,petal_length,petal_width,note\n"
@@ -29,6 +33,11 @@ ESCAPED = (
     '6.0,2.9,4.5,1.5,"quoted, with comma"\n'
     "6.1,2.8,4.7,1.2,-1.5\n"
 ).encode()
+
+
+@pytest.fixture
+def settings(any_mode_settings: Settings) -> Settings:
+    return any_mode_settings
 
 
 def predict_csv(client: TestClient, data: bytes, *, proba: bool) -> bytes:
@@ -188,16 +197,7 @@ def test_a_result_is_not_readable_before_the_job_is_done(
     client: TestClient, iris_model: dict[str, Any], iris_train_csv: Path, tmp_path: Path
 ) -> None:
     """One job process: a slow training job runs, the prediction job waits queued behind it."""
-    rows = "\n".join(f"{i % 97},{(i * 7) % 13},{'ab'[i % 2]}" for i in range(20_000))
-    slow = tmp_path / "slow.csv"
-    slow.write_text("x,y,label\n" + rows + "\n")
-    with slow.open("rb") as file:
-        training = client.post(
-            "/models/slow/train",
-            files={"csv_file": ("slow.csv", file)},
-            data={"target_variable": "label", "params": '{"n_estimators": 300}'},
-        )
-    assert training.status_code == 202, training.text
+    submit_slow_training(client, tmp_path, 300)
     client.headers.update(basic_auth(PREDICTOR))
     answer = submit_prediction_job(client, "iris", ESCAPED)
     assert answer.status_code == 202, answer.text
@@ -214,3 +214,24 @@ def test_unknown_jobs_have_no_result(client: TestClient) -> None:
         answer = client.get(f"/jobs/{job_id}/result")
         assert answer.status_code == 404
         assert "not found" in answer.json()["error"]["message"]
+
+
+def test_deleting_a_model_keeps_its_jobs_and_fails_its_queued_ones(
+    client: TestClient, iris_model: dict[str, Any], tmp_path: Path
+) -> None:
+    """One job process: a prediction job waits queued behind a slow training job while its
+    model is deleted; it fails saying so, and the jobs that ran before keep their results."""
+    done = predict_as_job(client, "iris", ESCAPED)
+    slow_id = submit_slow_training(client, tmp_path, 150)
+    queued = submit_prediction_job(client, "iris", ESCAPED)
+    assert queued.status_code == 202, queued.text
+    assert client.delete("/models/iris").status_code == 204
+    assert client.get(f"/jobs/{queued.json()['id']}").json()["status"] == "queued"
+    failed = wait_for_job(client, queued.json()["id"])
+    assert failed["status"] == "failed", failed
+    assert "iris" in failed["error"] and "not found" in failed["error"], failed["error"]
+    assert wait_for_job(client, slow_id)["status"] == "succeeded"
+    listed = [job["id"] for job in client.get("/jobs", params={"model": "iris"}).json()["jobs"]]
+    assert {done["id"], iris_model["id"], failed["id"]} <= set(listed)
+    assert client.get(f"/jobs/{done['id']}").json()["status"] == "succeeded"
+    assert client.get(f"/jobs/{done['id']}/result").status_code == 200

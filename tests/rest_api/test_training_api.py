@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from ML.config import Settings
 from testing.fastml_api import train, wait_for_job
+from tests.rest_api.slow_training import submit_slow_training
 
 
 @pytest.fixture
@@ -57,6 +58,10 @@ def test_every_registered_estimator_trains(client: TestClient, iris_train_csv: P
     ):
         job = train(client, f"m{index}", iris_train_csv, estimator=estimator)
         assert job["status"] == "succeeded", (estimator, job)
+    newest_first = [job["model_name"] for job in client.get("/jobs").json()["jobs"]]
+    assert newest_first == [f"m{index}" for index in range(6, -1, -1)]
+    latest = client.get("/jobs", params={"limit": 2}).json()["jobs"]
+    assert [job["model_name"] for job in latest] == ["m6", "m5"]
 
 
 def test_cv_and_params_are_recorded(client: TestClient, iris_train_csv: Path) -> None:
@@ -155,23 +160,18 @@ def test_header_mistakes_are_refused_before_a_job_is_queued(client: TestClient) 
 
 
 def test_a_queued_job_can_be_cancelled(client: TestClient, tmp_path: Path) -> None:
-    """One training process: a slow job runs, the next waits queued and can be cancelled."""
-    rows = "\n".join(f"{i % 97},{(i * 7) % 13},{'ab'[i % 2]}" for i in range(20_000))
-    slow = tmp_path / "slow.csv"
-    slow.write_text("x,y,label\n" + rows + "\n")
-    ids = []
-    for params in ['{"n_estimators": 400}', '{"n_estimators": 5}']:
-        with slow.open("rb") as file:
-            answer = client.post(
-                "/models/slow/train",
-                files={"csv_file": ("slow.csv", file)},
-                data={"target_variable": "label", "params": params},
-            )
-        assert answer.status_code == 202, answer.text
-        ids.append(answer.json()["id"])
+    """One training process: a slow job runs, the next waits queued and can be cancelled;
+    the running one cannot."""
+    ids = [submit_slow_training(client, tmp_path, trees) for trees in (400, 5)]
     cancelled = client.delete(f"/jobs/{ids[1]}")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
+    assert wait_for_job(client, ids[0], frozenset({"running"}))["status"] == "running"
+    running = client.delete(f"/jobs/{ids[0]}")  # not interrupted: it finishes
+    assert running.status_code == 409, running.text
+    assert running.json()["error"]["message"] == (
+        "job is running; only queued jobs can be cancelled"
+    )
     assert wait_for_job(client, ids[0])["status"] == "succeeded"
     assert client.get(f"/jobs/{ids[1]}").json()["status"] == "cancelled"
     assert client.get("/models/slow").json()["current_version"] == 1
