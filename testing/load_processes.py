@@ -17,8 +17,9 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.synchronize import Barrier, Event
+from types import FrameType
 from typing import Any
 
 from testing.async_predictions import loop_factory, run_load
@@ -115,23 +116,32 @@ def run_in_processes(config: LoadConfig, processes: int) -> LoadReport:
         for child in children:
             child.start()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # The first Ctrl-C only sets `stop`, in a handler: a KeyboardInterrupt raised inside
+        # results.get could leave a report half read from its pipe, and the next read
+        # waiting forever (seen once in CI). A second Ctrl-C aborts.
+        signal.signal(signal.SIGINT, _stop_on_first_interrupt(stop))
     try:
         barrier.wait(timeout=START_DEADLINE_SECONDS)
         reports = _collect(children, results, done, config)
-    except KeyboardInterrupt:
-        print(
-            "\ninterrupted: waiting for requests in flight (Ctrl-C again to abort)", file=sys.stderr
-        )
-        stop.set()
-        barrier.abort()  # children still waiting to start give up at once
-        reports = _collect(children, results, done, config)
     finally:
+        signal.signal(signal.SIGINT, previous)
         for child in children:
             child.join(timeout=30)
             if child.is_alive():
                 child.kill()
     return LoadReport.merged(reports)
+
+
+def _stop_on_first_interrupt(stop: Event) -> Callable[[int, FrameType | None], None]:
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print(
+            "\ninterrupted: waiting for requests in flight (Ctrl-C again to abort)", file=sys.stderr
+        )
+        stop.set()  # the children stop sending, finish what is in flight, and report
+
+    return interrupted
 
 
 def _collect(

@@ -164,7 +164,7 @@ def test_ctrl_c_stops_every_process_and_still_reports(ceiling: Server) -> None:
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+            process.communicate(timeout=30)  # reads and closes the pipes too
     assert process.returncode == 130, stdout + seen + stderr
     assert "stopped early    interrupted" in stdout
     sent = int(re.search(r"^requests sent +(\d+) of 1000000$", stdout, re.MULTILINE)[1])  # type: ignore[index]
