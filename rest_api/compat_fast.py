@@ -22,6 +22,7 @@ from ML.evaluation import Scores
 from rest_api.auth import authorize
 from rest_api.backend import Backend
 from rest_api.errors import status_and_code
+from rest_api.predict_json import send_json
 from rest_api.request_headers import first_header
 from rest_api.upload_form import MAX_PLAIN_FORM_BYTES, read_plain_form
 from rest_api.users import Role
@@ -61,9 +62,9 @@ class GetPredictionEndpoint:
             )
         except FastMLError as error:
             status = status_and_code(error)[0]
-            await _answer(send, status, compat_body(status, error.message))
+            await send_json(send, status, compat_body(status, error.message))
             return
-        await _answer(send, 200, compat_body(200, accuracy_output(metrics["accuracy"])))
+        await send_json(send, 200, compat_body(200, accuracy_output(metrics["accuracy"])))
 
 
 async def _read_small_body(scope: Scope, receive: Receive) -> bytes | None:
@@ -96,12 +97,6 @@ async def _hand_on(scope: Scope, receive: Receive, send: Send) -> None:
     """Route the request again, past this route: to the FastAPI route of the same path."""
     scope[HANDED_ON_SCOPE_KEY] = True
     await scope["app"].router(scope, receive, send)
-
-
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class GetPredictionRoute(Route):

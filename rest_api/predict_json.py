@@ -37,7 +37,7 @@ from rest_api.users import Role
 
 PATH = "/models/{name}/predict"
 NEEDED_ROLE = Role.PREDICTOR
-JSON_HEADERS = [(b"content-type", b"application/json")]
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 PROBA_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 PROBA_ONLY = frozenset({"proba"})
 PROBA_FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
@@ -99,10 +99,14 @@ class PredictJsonEndpoint:
         }
         if prediction.probabilities is not None:
             answer["probabilities"] = prediction.probabilities
-        body = orjson.dumps(answer)
-        headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 200, orjson.dumps(answer))
+
+
+async def send_json(send: Send, status: int, body: bytes) -> None:
+    """Answer a JSON body, with the headers FastAPI's JSONResponse sends, in its order."""
+    headers = [(b"content-length", b"%d" % len(body)), JSON_CONTENT_TYPE]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def parse_predict_body(body: bytes, model: ServedModel, max_rows: int) -> ModelInput:
