@@ -24,6 +24,8 @@ from tests.system.test_readme import check_tour_output, project_copy, run_tour  
 pytestmark = pytest.mark.system
 LOAD_REQUESTS = 100_000
 KILL_AFTER_SECONDS = 5
+# What the load client reports for an answer cut off by its worker's death.
+CUT_ANSWER_ERRORS = {"ClientPayloadError", "disconnected"}
 
 
 @pytest.fixture
@@ -108,7 +110,10 @@ def predict_through_nginx_killing_a_worker(
 ) -> None:
     """Trains a model on iris, then testing/async_predictions.py sends `requests` predictions
     through nginx; `kill_after_seconds` in, one gunicorn worker of the first replica is
-    SIGKILLed. Every request is answered 200 (nginx sends what the dead one dropped on)."""
+    SIGKILLed. Every answer is 200: nginx sends what the dead one dropped on to the other
+    replica. Only an answer the worker had begun to send when it died cannot be sent again
+    (nginx has passed its head on): the client counts those as connection errors, at most
+    one per request in flight."""
     model = "load"
     with httpx.Client(base_url=topology.url, auth=auth, timeout=30) as client:
         assert train(client, model, iris_train_csv)["status"] == "succeeded"
@@ -130,9 +135,17 @@ def predict_through_nginx_killing_a_worker(
     )
     killer.join(timeout=30)
     assert killed.is_set(), "the load ended before a worker was killed"
-    text = completed.stdout + completed.stderr
     report = json.loads(report_path.read_text())
+    text = f"{completed.stdout}{completed.stderr}\nnginx errors:\n{nginx_errors(topology)}"
+    cut_at_the_kill = sum(report["client_errors"].values())
     assert report["requests_sent"] == requests, text
-    assert report["answers"] + sum(report["client_errors"].values()) == requests, text
-    assert report["statuses"] == {"200": requests}, text  # nginx retried what was dropped
-    assert report["client_errors"] == {}, text
+    assert report["answers"] + cut_at_the_kill == requests, text
+    assert report["statuses"] == {"200": report["answers"]}, text  # nginx retried the rest
+    assert set(report["client_errors"]) <= CUT_ANSWER_ERRORS, text
+    assert cut_at_the_kill <= report["concurrency"], text
+
+
+def nginx_errors(topology: Topology, last: int = 40) -> str:
+    """The last `last` lines of nginx's error log, without its "temporarily disabled" notes."""
+    lines = topology.nginx_output().splitlines()
+    return "\n".join([line for line in lines if "temporarily disabled" not in line][-last:])

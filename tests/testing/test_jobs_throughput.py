@@ -69,7 +69,8 @@ def test_two_iris_jobs_on_one_worker_write_the_section_and_stop_everything(
     )
     assert row, text
     wall, per_minute = float(row.group(1)), float(row.group(2))
-    assert per_minute == pytest.approx(2 / wall * 60, rel=0.01)
+    # Both are printed to 0.1: the rate comes from the unrounded wall time.
+    assert 2 / (wall + 0.05) * 60 - 0.05 <= per_minute <= 2 / (wall - 0.05) * 60 + 0.05
     # Each job writes its record and its message through Redis: some commands are counted.
     assert int(row.group(4)) > 0, text
     # Training forks a process per job on the worker: its CPU time is counted.
