@@ -34,7 +34,8 @@ class CompiledCalibratedSVC:
     attributes, as SVC._dense_decision_function calls it (sign flipped for two classes, the
     one-vs-one scores turned into sklearn's one-vs-rest ones for more); then each class's
     sigmoid expit(-(a * score + b)), the normalisation and the clip of
-    _CalibratedClassifier.predict_proba, and labels as the argmax, as CalibratedClassifierCV.predict.
+    _CalibratedClassifier.predict_proba; labels are the argmax, as CalibratedClassifierCV.predict
+    gives them.
     """
 
     classes_: np.ndarray
@@ -47,7 +48,9 @@ class CompiledCalibratedSVC:
         pipeline = calibrated.calibrated_classifiers_[0]
         # _CalibratedClassifier.predict_proba encodes the SVC's classes among all classes on
         # every call; they do not change.
+        # (zip with the calibrators keeps as many as there are score columns.)
         indices = LabelEncoder().fit(pipeline.classes).transform(svc.classes_)
+        indices = indices[: len(pipeline.calibrators)]
         if len(self.classes_) == 2:
             indices = indices + 1  # one score, for classes_[1]
         self._columns = indices
@@ -141,7 +144,7 @@ class CompiledCalibratedSVC:
             denominator = np.sum(proba, axis=1)[:, np.newaxis]
             uniform = np.full_like(proba, 1 / n_classes)
             proba = np.divide(proba, denominator, out=uniform, where=denominator != 0)
-        proba[(1.0 < proba) & (proba <= _ONE_PLUS)] = 1.0
+        proba[(proba > 1.0) & (proba <= _ONE_PLUS)] = 1.0
         # CalibratedClassifierCV then averages over its one calibrated classifier: 0 + p, / 1,
         # which changes no bit (these probabilities are never -0.0).
         return proba
@@ -155,7 +158,8 @@ def _is_usable_svc(svc: Any, classes: np.ndarray, n_features: int) -> bool:
         or not (isinstance(svc.kernel, str) and svc.kernel in _KERNELS)
         or svc.decision_function_shape != "ovr"
         or getattr(svc, "n_features_in_", None) != n_features
-        or not np.array_equal(getattr(svc, "classes_", None), classes)
+        or not isinstance(svc_classes := getattr(svc, "classes_", None), np.ndarray)
+        or not np.array_equal(svc_classes, classes)
     ):
         return False
     vectors = getattr(svc, "support_vectors_", None)

@@ -25,8 +25,10 @@ from ML import boosting_inference
 from ML.boosting_inference import CompiledGradientBoosting, CompiledHistGradientBoosting
 from ML.datasets import Dataset, DatasetLimits, read_labelled_csv
 from ML.estimators import ESTIMATORS
-from ML.forest_inference import CompiledForest, CompiledPipeline, LibraryModel
+from ML.forest_inference import CompiledForest, CompiledPipeline
 from ML.linear_inference import CompiledGaussianNB, CompiledLogisticRegression
+from ML.neighbors_inference import CompiledKNeighbors
+from ML.svm_inference import CompiledCalibratedSVC
 from ML.training import TrainingOptions, train_model
 from tests.ML.test_forest_inference import (
     BATCH_SIZES,
@@ -309,8 +311,10 @@ def test_every_registry_estimator_compiles_and_matches_its_pipeline(
         "hist_gradient_boosting": CompiledHistGradientBoosting,
         "logistic_regression": CompiledLogisticRegression,
         "gaussian_nb": CompiledGaussianNB,
+        "svc": CompiledCalibratedSVC,
+        "knn": CompiledKNeighbors,
     }.get(estimator, CompiledForest if "forest" in estimator or "tree" in estimator else None)
-    assert type(fast.model) is (expected_kind or LibraryModel)
+    assert type(fast.model) is expected_kind
     data = registry_dataset(name)
     assert fast.feature_names == list(data.features.columns)
     for n_rows in (1, 2, 64, 300):
