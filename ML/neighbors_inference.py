@@ -22,6 +22,14 @@ from ML.tree_walk import check_finite, float64_rows
 _TREES = {"kd_tree": KDTree, "ball_tree": BallTree}
 
 
+# Up to rows x training rows x features this many, a row's neighbours come from one numpy
+# product with a tie check (_clear_cut_neighbours) rather than KDTree.query: 1 MB of float64.
+CLEAR_CUT_MAX_ELEMENTS = 1 << 17
+# The relative gap between the k-th and the next squared distance that rounding cannot close
+# (it moves each by at most (features + 3) * 1.1e-16 relative: 1e-9 covers a million features).
+_CLEAR_GAP = 1e-9
+
+
 class _Search(Enum):
     """How KNeighborsClassifier finds the neighbours for the fit method it chose."""
 
@@ -56,6 +64,12 @@ class CompiledKNeighbors:
         self._effective_metric = estimator.effective_metric_
         self._effective_metric_params = estimator.effective_metric_params_
         self._metric, self._metric_kwargs = _class_mode_metric(estimator)
+        self._has_clear_cut_search = (
+            estimator._fit_method == "kd_tree"
+            and estimator.effective_metric_ == "euclidean"
+            and not self._effective_metric_params
+            and self._fit_X.dtype == np.float64
+        )
 
     @classmethod
     def compile(cls, estimator: Any) -> CompiledKNeighbors | None:
@@ -123,6 +137,10 @@ class CompiledKNeighbors:
     def _neighbours(self, X: np.ndarray) -> np.ndarray:
         """Indices of each row's k nearest training rows, as kneighbors finds them."""
         if self._search is _Search.TREE:
+            if self._has_clear_cut_search and X.size * len(self._labels) <= CLEAR_CUT_MAX_ELEMENTS:
+                nearest = self._clear_cut_neighbours(X)
+                if nearest is not None:
+                    return nearest
             return self._tree.query(X, self._k, return_distance=False)
         return ArgKmin.compute(
             X=X,
@@ -133,6 +151,30 @@ class CompiledKNeighbors:
             strategy="auto",
             return_distance=False,
         )
+
+    def _clear_cut_neighbours(self, X: np.ndarray) -> np.ndarray | None:
+        """The k nearest training rows of every row, when for each row the k-th and the next
+        squared distances lie further apart than rounding can move them; else None.
+
+        The KDTree's query returns the k rows nearest by its own squared euclidean distances
+        (its pruning bounds never exceed them: the same roundings of smaller numbers), and
+        differs from another exact search only in which of equally distant rows it keeps at
+        the k-th place. With a clear gap there, both find the same k rows. KDTree.query runs
+        check_array on every call, which costs a single row several times this product.
+        """
+        k, n_train = self._k, len(self._labels)
+        differences = X[:, np.newaxis, :] - self._fit_X[np.newaxis, :, :]
+        squared = np.einsum("ijk,ijk->ij", differences, differences)
+        if k == n_train:
+            return np.broadcast_to(np.arange(n_train), squared.shape)
+        order = np.argpartition(squared, k - 1, axis=1)
+        kth = np.take_along_axis(squared, order[:, k - 1 : k], axis=1)[:, 0]
+        beyond = np.take_along_axis(squared, order[:, k:], axis=1).min(axis=1)
+        # Each squared distance is a sum of non-negative rounded terms: within
+        # (n_features + 3) * 2**-53 of its value, or 1e-300 near underflow.
+        if not (beyond - kth > _CLEAR_GAP * beyond + 1e-300).all():
+            return None
+        return order[:, :k]
 
     def _vote_shares(self, neighbour_labels: np.ndarray) -> np.ndarray:
         """Each class's count among the row's neighbours over their number: integer counts are

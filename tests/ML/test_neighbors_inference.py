@@ -15,6 +15,7 @@ from sklearn.neighbors import KNeighborsClassifier, RadiusNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from ML import neighbors_inference
 from ML.forest_inference import CompiledPipeline, compile_model
 from ML.neighbors_inference import CompiledKNeighbors, _Search
 from ML.training import TrainingOptions, train_model
@@ -99,8 +100,20 @@ def probe_rows(features: np.ndarray, n_rows: int, seed: int) -> np.ndarray:
     )
 
 
+@pytest.fixture(params=["auto", "tree-query", "clear-cut"])
+def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the batch-size choice, or with KDTree.query or the clear-cut product
+    (falling back to the query on ties) forced for every batch."""
+    limits = {"tree-query": -1, "clear-cut": 10**12}
+    if request.param in limits:
+        monkeypatch.setattr(
+            neighbors_inference, "CLEAR_CUT_MAX_ELEMENTS", limits[str(request.param)]
+        )
+    return str(request.param)
+
+
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_compiled_kneighbors_matches_sklearn(case: int) -> None:
+def test_compiled_kneighbors_matches_sklearn(case: int, strategy: str) -> None:
     estimator, features = fitted(case)
     model = compiled(estimator)
     assert model._search is CASES[case][2]
@@ -121,6 +134,42 @@ def test_ties_are_real_in_the_probes() -> None:
     rows = probe_rows(features, 300, seed=0)
     distances, _ = estimator.kneighbors(rows, n_neighbors=estimator.n_neighbors + 1)
     assert (distances[:, -1] == distances[:, -2]).mean() > 0.5
+
+
+def test_clear_cut_search_finds_the_trees_neighbours_or_declines_on_ties() -> None:
+    """On iris, most nudged rows have a clear k-th neighbour (the same rows as KDTree.query,
+    up to order); rows with ties at the k-th place (a copy of a duplicated training row, the
+    midpoint of two rows) are declined, so the tree decides them."""
+    estimator, features = fitted(0)
+    model = compiled(estimator)
+    rng = np.random.default_rng(0)
+    clear = 0
+    for row in features + rng.normal(scale=0.05, size=features.shape):
+        nearest = model._clear_cut_neighbours(row.reshape((1, -1)))
+        if nearest is not None:
+            clear += 1
+            tree = estimator._tree.query(row.reshape((1, -1)), 5, return_distance=False)
+            assert np.array_equal(np.sort(nearest), np.sort(tree))
+    assert clear > 0.8 * len(features)
+    distinct, counts = np.unique(features, axis=0, return_counts=True)
+    duplicated = distinct[counts.argmax()]
+    twin = features[(features == duplicated).all(axis=1)]
+    assert len(twin) >= 2
+    one_nn = compiled(KNN(n_neighbors=1).fit(*dataset("iris")))
+    assert one_nn._clear_cut_neighbours(twin[:1]) is None
+    midpoint = (features[:1] + features[50:51]) / 2
+    two_nn = compiled(
+        KNN(n_neighbors=1).fit(np.concatenate([features[:1], features[50:51]]), [0, 1])
+    )
+    assert two_nn._clear_cut_neighbours(midpoint) is None
+
+
+def test_clear_cut_search_is_only_for_euclidean_kd_trees() -> None:
+    has_it = {case: compiled(fitted(case)[0])._has_clear_cut_search for case in range(len(CASES))}
+    assert has_it[0] and has_it[1] and has_it[7]
+    assert not has_it[3]  # ball_tree
+    assert not has_it[5]  # p=1
+    assert not has_it[11]  # brute
 
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
