@@ -8,7 +8,6 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import sparse
 from sklearn.neighbors import KNeighborsClassifier, RadiusNeighborsClassifier
@@ -16,16 +15,9 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from ML import neighbors_inference
-from ML.forest_inference import CompiledPipeline, compile_model
+from ML.forest_inference import compile_model
 from ML.neighbors_inference import CompiledKNeighbors, _Search
-from ML.training import TrainingOptions, train_model
-from tests.ML.test_boosting_inference import (
-    csv_dataset,
-    raw_rows,
-    registry_dataset,
-    ten_classes,
-    trained_pipeline,
-)
+from tests.ML.test_boosting_inference import assert_pipeline_matches, ten_classes, trained_on_frame
 from tests.ML.test_forest_inference import BATCH_SIZES, assert_same_as_sklearn, dataset
 
 KNN = KNeighborsClassifier
@@ -236,35 +228,9 @@ def test_unsupported_kneighbors_are_served_by_scikit_learn(kind: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@cache
-def registry_pipeline(name: str) -> tuple[Any, Any]:
-    """Ten classes with a tenth of the cells empty; or the c3 set with every row three times
-    over (ties in distance after scaling), a few cells empty."""
-    features, labels = ten_classes() if name == "ten-classes-nan" else training_data(name)
-    frame = pd.DataFrame(features, columns=[f"f{i}" for i in range(features.shape[1])])
-    frame = frame.mask(np.random.default_rng(1).random(frame.shape) < 0.1)
-    frame["label"] = labels
-    data = csv_dataset(frame, "label")
-    with threadpool_limits(limits=1):
-        return train_model(data, TrainingOptions(estimator="knn")).pipeline, data
-
-
-@pytest.mark.parametrize(
-    "name", ["iris", "binary", "binary-nan", "ten-classes-nan", "c3-triplicated"]
-)
-def test_registry_knn_compiles_and_matches_its_pipeline(name: str) -> None:
-    if name in ("ten-classes-nan", "c3-triplicated"):
-        pipeline, data = registry_pipeline(name)
-    else:
-        pipeline, data = trained_pipeline("knn", name), registry_dataset(name)
-    fast = CompiledPipeline.compile(pipeline)
-    assert fast is not None
-    assert type(fast.model) is CompiledKNeighbors
-    for n_rows in (1, 2, 64, 300):
-        rows = raw_rows(data, n_rows, seed=n_rows)
-        frame = pd.DataFrame(rows, columns=fast.feature_names)
-        labels, proba = fast.predict_with_proba(rows, with_probabilities=False)
-        assert proba is not None
-        assert_same_as_sklearn(
-            pipeline.predict_proba(frame), pipeline.predict(frame), proba, labels
-        )
+@pytest.mark.parametrize("name", ["c10", "c3-triplicated"])
+def test_registry_knn_matches_its_pipeline_on_ten_classes_and_on_ties(name: str) -> None:
+    """Ten classes, and every row three times over (ties in distance after scaling), a tenth
+    of the cells empty (iris and binary sets: test_every_registry_estimator_compiles_and_...)."""
+    pipeline, data = trained_on_frame("knn", *training_data(name), nan_share=0.1)
+    assert_pipeline_matches(pipeline, data, CompiledKNeighbors)

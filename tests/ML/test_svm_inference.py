@@ -9,7 +9,6 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import sparse
 from sklearn.calibration import CalibratedClassifierCV
@@ -18,18 +17,10 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.multiclass import _ovr_decision_function
-from threadpoolctl import threadpool_limits
 
-from ML.forest_inference import CompiledPipeline, compile_model
+from ML.forest_inference import compile_model
 from ML.svm_inference import CompiledCalibratedSVC, _OneVsRest
-from ML.training import TrainingOptions, train_model
-from tests.ML.test_boosting_inference import (
-    csv_dataset,
-    raw_rows,
-    registry_dataset,
-    ten_classes,
-    trained_pipeline,
-)
+from tests.ML.test_boosting_inference import assert_pipeline_matches, ten_classes, trained_on_frame
 from tests.ML.test_forest_inference import BATCH_SIZES, assert_same_as_sklearn, dataset
 
 KERNELS = ("rbf", "linear", "poly", "sigmoid")
@@ -188,32 +179,7 @@ def test_unsupported_calibrated_svcs_are_served_by_scikit_learn(kind: str) -> No
 # ---------------------------------------------------------------------------------------------
 
 
-@cache
-def ten_class_pipeline() -> tuple[Any, Any]:
-    """The registry's svc on ten classes, a tenth of the cells empty (the imputer fills them)."""
-    features, labels = ten_classes()
-    frame = pd.DataFrame(features, columns=[f"f{i}" for i in range(features.shape[1])])
-    frame = frame.mask(np.random.default_rng(1).random(frame.shape) < 0.1)
-    frame["label"] = labels
-    data = csv_dataset(frame, "label")
-    with threadpool_limits(limits=1):
-        return train_model(data, TrainingOptions(estimator="svc")).pipeline, data
-
-
-@pytest.mark.parametrize("name", ["iris", "binary", "binary-nan", "ten-classes-nan"])
-def test_registry_svc_compiles_and_matches_its_pipeline(name: str) -> None:
-    if name == "ten-classes-nan":
-        pipeline, data = ten_class_pipeline()
-    else:
-        pipeline, data = trained_pipeline("svc", name), registry_dataset(name)
-    fast = CompiledPipeline.compile(pipeline)
-    assert fast is not None
-    assert type(fast.model) is CompiledCalibratedSVC
-    for n_rows in (1, 2, 64, 300):
-        rows = raw_rows(data, n_rows, seed=n_rows)
-        frame = pd.DataFrame(rows, columns=fast.feature_names)
-        labels, proba = fast.predict_with_proba(rows, with_probabilities=False)
-        assert proba is not None
-        assert_same_as_sklearn(
-            pipeline.predict_proba(frame), pipeline.predict(frame), proba, labels
-        )
+def test_registry_svc_on_ten_classes_with_missing_cells_matches_its_pipeline() -> None:
+    """iris and binary sets: test_every_registry_estimator_compiles_and_matches_its_pipeline."""
+    pipeline, data = trained_on_frame("svc", *ten_classes(), nan_share=0.1)
+    assert_pipeline_matches(pipeline, data, CompiledCalibratedSVC)
