@@ -2,7 +2,7 @@
 its per-call validation and dispatch.
 
 For one row, KNeighborsClassifier.predict validates the row, asks joblib to run the tree query
-in a thread pool of one and takes scipy's mode; together they cost many times the query itself.
+in a thread pool of one and takes scipy's mode; together they cost many times the search itself.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class CompiledKNeighbors:
     The neighbours come from the structure sklearn chose in fit, called as kneighbors and
     predict_proba call it (a KDTree's or BallTree's own `query`; for brute force the
     ArgKminClassMode or ArgKmin reduction, whichever sklearn picks for the metric), so ties in
-    distance (duplicate training rows) pick the same rows. A class's probability is its count
+    distance (duplicate training rows) pick the same rows. For a few rows on a euclidean
+    KDTree, one numpy product finds them instead wherever no tie at the k-th place leaves the
+    tree a choice (_clear_cut_neighbours). A class's probability is its count
     among the k neighbours over k, exactly as predict_proba adds ones and divides; the label is
     the most frequent class, the first in classes_ order on a tie, as both scipy's mode
     (predict) and argmax (predict on the class-mode path) choose.
