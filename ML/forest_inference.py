@@ -18,6 +18,8 @@ from sklearn.utils import get_tags
 
 from ML.boosting_inference import CompiledGradientBoosting, CompiledHistGradientBoosting
 from ML.linear_inference import CompiledGaussianNB, CompiledLogisticRegression
+from ML.neighbors_inference import CompiledKNeighbors
+from ML.svm_inference import CompiledCalibratedSVC
 from ML.tree_walk import (
     FlatTrees,
     TreeNodes,
@@ -209,8 +211,9 @@ class LibraryModel:
     """Any other fitted classifier, called directly on the compiled preprocessing's matrix.
 
     Its predictions are scikit-learn's own; what is saved is the pipeline around it (a
-    DataFrame, the ColumnTransformer, column selection). Used for SVC and kNN, whose own
-    predict costs more than that.
+    DataFrame, the ColumnTransformer, column selection). Every registry estimator with its
+    defaults is compiled; this serves the rest: a classifier a forker adds, and configurations
+    the compiled models refuse (e.g. kNN with distance weights, isotonic calibration).
     """
 
     classes_: np.ndarray
@@ -255,6 +258,8 @@ def compile_model(estimator: Any) -> CompiledModel | None:
         CompiledHistGradientBoosting.compile,
         CompiledLogisticRegression.compile,
         CompiledGaussianNB.compile,
+        CompiledCalibratedSVC.compile,
+        CompiledKNeighbors.compile,
         LibraryModel.compile,
     )
     for compiler in compilers:
@@ -271,7 +276,8 @@ class CompiledPipeline:
     column (NaN -> the imputer's statistics_, then (x - mean_) / scale_), so the model sees
     the very same matrix; tree ensembles are compiled too (CompiledForest and
     ML/boosting_inference.py), so are LogisticRegression and GaussianNB
-    (ML/linear_inference.py); any other classifier is called on that matrix (LibraryModel).
+    (ML/linear_inference.py), the calibrated SVC (ML/svm_inference.py) and kNN
+    (ML/neighbors_inference.py); any other classifier is called on that matrix (LibraryModel).
     """
 
     classes_: np.ndarray

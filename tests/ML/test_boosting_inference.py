@@ -25,8 +25,10 @@ from ML import boosting_inference
 from ML.boosting_inference import CompiledGradientBoosting, CompiledHistGradientBoosting
 from ML.datasets import Dataset, DatasetLimits, read_labelled_csv
 from ML.estimators import ESTIMATORS
-from ML.forest_inference import CompiledForest, CompiledPipeline, LibraryModel
+from ML.forest_inference import CompiledForest, CompiledPipeline
 from ML.linear_inference import CompiledGaussianNB, CompiledLogisticRegression
+from ML.neighbors_inference import CompiledKNeighbors
+from ML.svm_inference import CompiledCalibratedSVC
 from ML.training import TrainingOptions, train_model
 from tests.ML.test_forest_inference import (
     BATCH_SIZES,
@@ -296,22 +298,23 @@ def raw_rows(data: Dataset, n_rows: int, seed: int) -> np.ndarray:
     return rows
 
 
-@pytest.mark.parametrize("name", ["iris", "binary", "binary-nan"])
-@pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
-def test_every_registry_estimator_compiles_and_matches_its_pipeline(
-    estimator: str, name: str
-) -> None:
-    pipeline = trained_pipeline(estimator, name)
+def trained_on_frame(
+    estimator: str, features: np.ndarray, labels: np.ndarray, nan_share: float
+) -> tuple[Any, Dataset]:
+    """(pipeline, dataset): `estimator` trained by fastml on these rows, a share of cells empty."""
+    frame = pd.DataFrame(features, columns=[f"f{i}" for i in range(features.shape[1])])
+    frame = frame.mask(np.random.default_rng(1).random(frame.shape) < nan_share)
+    frame["label"] = labels
+    data = csv_dataset(frame, "label")
+    with threadpool_limits(limits=1):
+        return train_model(data, TrainingOptions(estimator=estimator)).pipeline, data
+
+
+def assert_pipeline_matches(pipeline: Any, data: Dataset, kind: type) -> None:
+    """Compiled with `kind` as its model, and sklearn's labels and probabilities for raw rows."""
     fast = CompiledPipeline.compile(pipeline)
     assert fast is not None
-    expected_kind = {
-        "gradient_boosting": CompiledGradientBoosting,
-        "hist_gradient_boosting": CompiledHistGradientBoosting,
-        "logistic_regression": CompiledLogisticRegression,
-        "gaussian_nb": CompiledGaussianNB,
-    }.get(estimator, CompiledForest if "forest" in estimator or "tree" in estimator else None)
-    assert type(fast.model) is (expected_kind or LibraryModel)
-    data = registry_dataset(name)
+    assert type(fast.model) is kind
     assert fast.feature_names == list(data.features.columns)
     for n_rows in (1, 2, 64, 300):
         rows = raw_rows(data, n_rows, seed=n_rows)
@@ -324,6 +327,25 @@ def test_every_registry_estimator_compiles_and_matches_its_pipeline(
         only_labels, no_proba = fast.predict_with_proba(rows, with_probabilities=False)
         assert np.array_equal(only_labels, labels)
         assert no_proba is None or np.array_equal(no_proba, proba)
+
+
+@pytest.mark.parametrize("name", ["iris", "binary", "binary-nan"])
+@pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
+def test_every_registry_estimator_compiles_and_matches_its_pipeline(
+    estimator: str, name: str
+) -> None:
+    expected_kind = {
+        "gradient_boosting": CompiledGradientBoosting,
+        "hist_gradient_boosting": CompiledHistGradientBoosting,
+        "logistic_regression": CompiledLogisticRegression,
+        "gaussian_nb": CompiledGaussianNB,
+        "svc": CompiledCalibratedSVC,
+        "knn": CompiledKNeighbors,
+    }.get(estimator, CompiledForest if "forest" in estimator or "tree" in estimator else None)
+    assert expected_kind is not None
+    assert_pipeline_matches(
+        trained_pipeline(estimator, name), registry_dataset(name), expected_kind
+    )
 
 
 def test_hist_gradient_boosting_with_categorical_features_compiles_through_training() -> None:

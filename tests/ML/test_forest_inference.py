@@ -510,7 +510,8 @@ def test_fast_pipeline_returns_none_for_unsupported(kind: str) -> None:
 
 
 def test_fast_pipeline_compiles_other_classifiers_behind_its_preprocessing() -> None:
-    """Boosting is compiled (tests/ML/test_boosting_inference.py), anything else called as is."""
+    """Boosting, linear models and kNN are compiled (their own test files), anything else is
+    called as is (LibraryModel)."""
     frame, labels = training_frame("c3-int", seed=0)
     numeric = [column for column in frame.columns if column != "note"]
     fit_frame = frame.drop(columns="note")
@@ -518,7 +519,8 @@ def test_fast_pipeline_compiles_other_classifiers_behind_its_preprocessing() -> 
         (HistGradientBoostingClassifier(max_iter=3), "CompiledHistGradientBoosting"),
         (GradientBoostingClassifier(n_estimators=3), "CompiledGradientBoosting"),
         (LogisticRegression(max_iter=500), "CompiledLogisticRegression"),
-        (KNeighborsClassifier(), "LibraryModel"),
+        (KNeighborsClassifier(), "CompiledKNeighbors"),
+        (KNeighborsClassifier(weights="distance"), "LibraryModel"),
     ]:
         pipeline = numeric_pipeline(numeric, model, scale=True).fit(fit_frame, labels)
         fast = CompiledPipeline.compile(pipeline)
