@@ -12,7 +12,7 @@ import http.server
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -133,10 +133,10 @@ def peer() -> Iterator[Peer]:
         server.server_close()
 
 
-def run(coroutine: Callable[[], Awaitable[T]]) -> T:
+def run(coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """On the event loop the load client runs on (uvloop when installed)."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(coroutine())  # type: ignore[arg-type]
+        return runner.run(coroutine())
 
 
 def exchange_all(peer: Peer, paths: list[str], timeout: float = 10.0) -> list[int | str]:
@@ -204,9 +204,7 @@ def test_a_refused_connection_is_counted() -> None:
     with socket.socket() as unbound:  # a port nobody listens on: bound, never listening
         unbound.bind(("127.0.0.1", 0))
         port = unbound.getsockname()[1]
-        assert exchange_all(Peer(f"http://127.0.0.1:{port}"), ["/length"]) == [
-            "connection refused"
-        ]
+        assert exchange_all(Peer(f"http://127.0.0.1:{port}"), ["/length"]) == ["connection refused"]
 
 
 def test_the_request_bytes_name_the_host_and_the_query() -> None:
