@@ -26,9 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import orjson
-import yarl
 
 if __package__ in (None, ""):
     # Run as `python testing/async_predictions.py`, like the fast-ml original: make the
@@ -36,6 +34,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from testing.fastml_api import basic_auth_header, multipart_body
+from testing.http_connection import (
+    AnswerIncomplete,
+    BadAnswer,
+    KeepAliveConnection,
+    Target,
+    encode_request,
+)
 from testing.load_config import (
     DEFAULT_CSV,
     LoadConfig,
@@ -122,17 +127,19 @@ def _cell_value(text: str | None) -> int | float | str | None:
 
 
 def error_kind(exc: BaseException) -> str:
-    """A short name for a failed request: timeout, connection refused, disconnected, or a class."""
+    """A short name for a failed request: timeout, connection refused, disconnected, answer
+    cut (the connection closed in the middle of an answer), bad answer, or a class name."""
     if isinstance(exc, TimeoutError):
         return "timeout"
-    os_error = getattr(exc, "os_error", exc)
-    if isinstance(os_error, ConnectionRefusedError):
+    if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(exc, aiohttp.ServerDisconnectedError) or isinstance(
-        os_error, ConnectionResetError | BrokenPipeError | ConnectionAbortedError
-    ):
+    if isinstance(exc, AnswerIncomplete):
+        return "answer cut"
+    if isinstance(exc, BadAnswer):
+        return "bad answer"
+    if isinstance(exc, ConnectionError):  # reset, broken pipe, closed before the answer
         return "disconnected"
-    if getattr(os_error, "errno", None) in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
+    if getattr(exc, "errno", None) in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
         return "disconnected"
     return type(exc).__name__
 
@@ -143,9 +150,15 @@ class _LoadRun:
     def __init__(self, config: LoadConfig, prepared: PreparedRequests) -> None:
         self.config = config
         self.url = config.endpoint
-        # Parsed once, not by aiohttp on every request.
-        self._url = yarl.URL(self.url)
-        self.bodies = prepared.bodies
+        self.target = Target.from_url(self.url)
+        # Every request's bytes, head and body, encoded once before the first is sent.
+        headers = {
+            "Authorization": basic_auth_header(
+                config.credentials.user, config.credentials.password
+            ),
+            "Content-Type": prepared.content_type,
+        }
+        self.requests = tuple(encode_request(self.url, headers, body) for body in prepared.bodies)
         self.next_index = 0
         self.sent = 0
         self.done = 0
@@ -163,15 +176,12 @@ class _LoadRun:
             self.is_stopping = True
             self.stop_reason = reason
 
-    async def send(self, session: aiohttp.ClientSession, body: bytes, since: float) -> None:
+    async def send(self, connection: KeepAliveConnection, request: bytes, since: float) -> None:
         """One request; its latency is counted from `since` (the scheduled time in --rate mode)."""
         self.sent += 1
         try:
-            async with session.post(self._url, data=body) as response:
-                # Read the body so the connection goes back to the pool; no parsing.
-                await response.read()
-                status = response.status
-        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            status = await connection.exchange(request)
+        except (OSError, AnswerIncomplete, BadAnswer) as exc:  # TimeoutError is an OSError
             kind = error_kind(exc)
             self.errors[kind] = self.errors.get(kind, 0) + 1
         else:
@@ -179,8 +189,16 @@ class _LoadRun:
             self.statuses[status] = self.statuses.get(status, 0) + 1
         self.done += 1
 
-    async def closed_loop_worker(self, session: aiohttp.ClientSession) -> None:
-        bodies, count, limit = self.bodies, len(self.bodies), self.config.requests
+    def connection(self) -> KeepAliveConnection:
+        """Each worker's own connection: a worker has at most one request in flight."""
+        return KeepAliveConnection(self.target, self.config.timeout)
+
+    async def closed_loop_worker(self) -> None:
+        with contextlib.closing(self.connection()) as connection:
+            await self._closed_loop(connection)
+
+    async def _closed_loop(self, connection: KeepAliveConnection) -> None:
+        requests, count, limit = self.requests, len(self.requests), self.config.requests
         deadline, clock, send = self.deadline, time.perf_counter, self.send
         while not self.is_stopping:
             index = self.next_index
@@ -191,10 +209,14 @@ class _LoadRun:
                 self.stop("duration")
                 return
             self.next_index = index + 1
-            await send(session, bodies[index % count], started)
+            await send(connection, requests[index % count], started)
 
-    async def open_loop_worker(self, session: aiohttp.ClientSession, rate: float) -> None:
-        bodies, count, limit = self.bodies, len(self.bodies), self.config.requests
+    async def open_loop_worker(self, rate: float) -> None:
+        with contextlib.closing(self.connection()) as connection:
+            await self._open_loop(connection, rate)
+
+    async def _open_loop(self, connection: KeepAliveConnection, rate: float) -> None:
+        requests, count, limit = self.requests, len(self.requests), self.config.requests
         deadline, clock, send, start = self.deadline, time.perf_counter, self.send, self.start
         while not self.is_stopping:
             index = self.next_index
@@ -216,7 +238,7 @@ class _LoadRun:
             # A late request counts from its schedule (no coordinated omission); the event
             # loop may also wake a little early, and then it counts from when it was sent,
             # so a latency is never negative: the earlier of the two.
-            await send(session, bodies[index % count], min(scheduled, clock()))
+            await send(connection, requests[index % count], min(scheduled, clock()))
 
     def report(self, wall_seconds: float) -> LoadReport:
         report = LoadReport(
@@ -255,41 +277,24 @@ async def run_load(
         await check_loopback(config.url)
     prepared = prepare_requests(config)
     run = _LoadRun(config, prepared)
-    # Every request shares these headers, so aiohttp does not rebuild them per request.
-    headers = {
-        "Authorization": basic_auth_header(config.credentials.user, config.credentials.password),
-        "Content-Type": prepared.content_type,
-    }
-    connector = aiohttp.TCPConnector(limit=config.concurrency)
-    timeout = aiohttp.ClientTimeout(total=config.timeout)
-    # No cookie jar: a load test sends the same request every time and keeps no state.
-    async with aiohttp.ClientSession(
-        connector=connector,
-        headers=headers,
-        timeout=timeout,
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-    ) as session:
-        run.start = time.perf_counter()
-        run.deadline = run.start + config.duration if config.duration else math.inf
-        async with asyncio.TaskGroup() as group:
-            helpers = [group.create_task(_stop_on(stop, run))] if stop is not None else []
-            if config.show_progress:
-                helpers.append(group.create_task(_show_progress(run)))
-            if on_progress is not None:
-                helpers.append(group.create_task(_report_progress(run, on_progress)))
-            workers = [
-                group.create_task(
-                    run.open_loop_worker(session, config.rate)
-                    if config.rate
-                    else run.closed_loop_worker(session)
-                )
-                for _ in range(min(config.concurrency, config.requests))
-            ]
-            await asyncio.gather(*workers)
-            wall_seconds = time.perf_counter() - run.start
-            for helper in helpers:
-                helper.cancel()
+    run.start = time.perf_counter()
+    run.deadline = run.start + config.duration if config.duration else math.inf
+    async with asyncio.TaskGroup() as group:
+        helpers = [group.create_task(_stop_on(stop, run))] if stop is not None else []
+        if config.show_progress:
+            helpers.append(group.create_task(_show_progress(run)))
+        if on_progress is not None:
+            helpers.append(group.create_task(_report_progress(run, on_progress)))
+        workers = [
+            group.create_task(
+                run.open_loop_worker(config.rate) if config.rate else run.closed_loop_worker()
+            )
+            for _ in range(min(config.concurrency, config.requests))
+        ]
+        await asyncio.gather(*workers)
+        wall_seconds = time.perf_counter() - run.start
+        for helper in helpers:
+            helper.cancel()
     return run.report(wall_seconds)
 
 
