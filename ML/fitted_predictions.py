@@ -51,8 +51,5 @@ def _boosted_labels_and_probabilities(
     model: HistGradientBoostingClassifier, rows: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     raw = model._raw_predict(rows)
-    if raw.shape[1] == 1:
-        encoded = (raw.ravel() > 0).astype(int)
-    else:
-        encoded = np.argmax(raw, axis=1)
+    encoded = (raw.ravel() > 0).astype(int) if raw.shape[1] == 1 else np.argmax(raw, axis=1)
     return model.classes_[encoded], model._loss.predict_proba(raw)

@@ -7,8 +7,9 @@ come from `np.partition` of that column alone, and the median is computed from t
 `np.ma.median` does, `(low + high) / 2` (for an odd count low is high: the same sum and
 halving). Where sorting could decide the result (a middle value of zero, whose sign the sort
 order picks), the sum could overflow (sklearn's warning is then its own), or a cell is
-missing, the column goes through scikit-learn's own code. The fitted imputer is a plain SimpleImputer with the same
-`statistics_`: the stored pipeline, and the compiled inference that reads it, are unchanged.
+missing, the column goes through scikit-learn's own code. The fitted imputer is a plain
+SimpleImputer with the same `statistics_`: the stored pipeline, and the compiled inference
+that reads it, are unchanged.
 """
 
 from __future__ import annotations

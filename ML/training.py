@@ -294,9 +294,7 @@ def _train_with_cv(
             )
         fold = clone(template)
         fit_pipeline(fold, features.iloc[train_index], train_y)
-        fold_labels, fold_probabilities = labels_and_probabilities(
-            fold, features.iloc[test_index]
-        )
+        fold_labels, fold_probabilities = labels_and_probabilities(fold, features.iloc[test_index])
         predicted[test_index] = fold_labels
         if probabilities is not None and fold_probabilities is not None:
             # A fold may miss a class: its columns go where that class sits among all labels.

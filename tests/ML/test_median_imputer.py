@@ -8,7 +8,6 @@ import pickle
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.impute import SimpleImputer
 

@@ -439,9 +439,7 @@ def test_cv_is_sklearns_fit_predict_and_predict_proba(
     dataset: Dataset = request.getfixturevalue(data)
     options = TrainingOptions(estimator=estimator, cv=3)
     features, target = dataset.features, dataset.target
-    template = build_pipeline(
-        dataset.schema, estimator, training._estimator_params(options)
-    )
+    template = build_pipeline(dataset.schema, estimator, training._estimator_params(options))
     labels = np.unique(target.to_numpy())
     predicted = np.empty(len(target), dtype=labels.dtype)
     probabilities = np.zeros((len(target), len(labels)))
