@@ -4,7 +4,6 @@ predict_proba, bit for bit, for every registered estimator."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from ML.datasets import Dataset, DatasetLimits, read_labelled_csv
+from ML.datasets import Dataset
 from ML.estimators import ESTIMATORS
 from ML.fitted_predictions import labels_and_probabilities
 from ML.training import build_pipeline
@@ -23,11 +22,6 @@ from ML.training import build_pipeline
 def one_thread() -> Iterator[None]:
     with threadpool_limits(limits=1):
         yield
-
-
-@pytest.fixture(scope="module")
-def iris(iris_train_csv: Path) -> Dataset:
-    return read_labelled_csv(iris_train_csv, "species", DatasetLimits())
 
 
 def assert_same_as_the_pipeline(pipeline: Pipeline, dataset: Dataset) -> None:

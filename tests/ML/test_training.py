@@ -74,11 +74,6 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def iris(iris_train_csv: Path) -> Dataset:
-    return read_labelled_csv(iris_train_csv, "species", DatasetLimits())
-
-
-@pytest.fixture(scope="module")
 def iris_test(iris_test_csv: Path, iris: Dataset) -> tuple[pd.DataFrame, pd.Series]:
     return read_evaluation_csv(iris_test_csv, "species", iris.schema, DatasetLimits())
 
@@ -407,12 +402,17 @@ def test_numeric_only_and_categorical_only_schemas() -> None:
 SAME_AS_SKLEARN = ["hist_gradient_boosting", "random_forest", "svc", "logistic_regression"]
 
 
-@pytest.mark.parametrize("data", ["mixed_dataset", "iris"])  # missing cells, and none
+@pytest.fixture(params=["mixed_dataset", "iris"])  # missing cells, and none
+def any_dataset(request: pytest.FixtureRequest) -> Dataset:
+    dataset: Dataset = request.getfixturevalue(request.param)
+    return dataset
+
+
 @pytest.mark.parametrize("estimator", SAME_AS_SKLEARN)
 def test_holdout_is_sklearns_fit_predict_and_predict_proba(
-    estimator: str, data: str, request: pytest.FixtureRequest
+    estimator: str, any_dataset: Dataset
 ) -> None:
-    dataset: Dataset = request.getfixturevalue(data)
+    dataset = any_dataset
     options = TrainingOptions(estimator=estimator)
     train_x, test_x, train_y, test_y = training._holdout_split(dataset, 0.2, 42)
     params = training._estimator_params(options)
@@ -431,12 +431,9 @@ def test_holdout_is_sklearns_fit_predict_and_predict_proba(
     assert trained.metadata["metrics"] == {**trained.metadata["metrics"], **expected_metrics}
 
 
-@pytest.mark.parametrize("data", ["mixed_dataset", "iris"])  # missing cells, and none
 @pytest.mark.parametrize("estimator", SAME_AS_SKLEARN)
-def test_cv_is_sklearns_fit_predict_and_predict_proba(
-    estimator: str, data: str, request: pytest.FixtureRequest
-) -> None:
-    dataset: Dataset = request.getfixturevalue(data)
+def test_cv_is_sklearns_fit_predict_and_predict_proba(estimator: str, any_dataset: Dataset) -> None:
+    dataset = any_dataset
     options = TrainingOptions(estimator=estimator, cv=3)
     features, target = dataset.features, dataset.target
     template = build_pipeline(dataset.schema, estimator, training._estimator_params(options))
