@@ -42,8 +42,9 @@ class _PartitionMedianImputer(SimpleImputer):
         rows = X.shape[0]
         high = rows // 2
         low = high if rows % 2 else high - 1
-        lows = np.empty(X.shape[1], dtype=X.dtype)
-        highs = np.empty(X.shape[1], dtype=X.dtype)
+        # Zeros where a column is masked: no stray value may warn in the sum below.
+        lows = np.zeros(X.shape[1], dtype=X.dtype)
+        highs = np.zeros(X.shape[1], dtype=X.dtype)
         # Beyond half the largest float, low + high overflows: sklearn's warning is its own.
         halfway = np.finfo(X.dtype).max / 2
         masked: list[int] = []  # columns scikit-learn's own code must take
