@@ -40,6 +40,7 @@ TRICKY_CELLS = (0.0, -0.0, 1.0, -1.5, 2.25, np.nan, np.inf, -np.inf, 3.0)
 def test_statistics_and_pickle_are_sklearns(seed: int, dtype: type) -> None:
     generator = np.random.default_rng(seed)
     shape = (int(generator.integers(1, 50)), int(generator.integers(1, 6)))
+    X: np.ndarray
     if seed % 2:
         X = generator.choice(TRICKY_CELLS, size=shape).astype(dtype)
         X[np.isinf(X)] = np.copysign(np.finfo(dtype).max, X[np.isinf(X)])
@@ -53,6 +54,17 @@ def test_statistics_and_pickle_are_sklearns(seed: int, dtype: type) -> None:
     np.testing.assert_array_equal(np.signbit(fitted.statistics_), np.signbit(expected.statistics_))
     assert pickle.dumps(fitted) == pickle.dumps(expected)
     np.testing.assert_array_equal(fitted.transform(X), expected.transform(X))
+
+
+@pytest.mark.parametrize("rows", [10_000, 10_001])
+def test_many_rows_with_ties(rows: int) -> None:
+    # Partition and sort take different paths over many equal values; the medians agree.
+    generator = np.random.default_rng(rows)
+    X = generator.normal(loc=0.3, size=(rows, 8)).round(1)
+
+    expected, fitted = sklearn_and_partition(X)
+
+    assert pickle.dumps(fitted) == pickle.dumps(expected)
 
 
 def test_a_zero_median_keeps_sklearns_sign() -> None:
