@@ -31,7 +31,9 @@ from ML.datasets import Dataset
 from ML.errors import InvalidDataset, InvalidParams
 from ML.estimators import DEFAULT_ESTIMATOR, build_estimator, estimator_spec, parameter_names
 from ML.features import Feature, FeatureKind
+from ML.fitted_predictions import labels_and_probabilities
 from ML.jobs import TrainingJobOptions
+from ML.median_imputer import medians_by_partition
 from ML.scores import aligned_labels, classification_metrics, native
 
 logger = logging.getLogger(__name__)
@@ -189,9 +191,14 @@ def compute_metrics(
         raise InvalidDataset("there are no rows to evaluate; send at least one labelled row")
     classes = np.asarray(pipeline.classes_)
     truth = aligned_labels(target.to_numpy(), classes)
-    predicted = pipeline.predict(features)
-    probabilities = pipeline.predict_proba(features) if hasattr(pipeline, "predict_proba") else None
+    predicted, probabilities = labels_and_probabilities(pipeline, features)
     return classification_metrics(truth, predicted, probabilities, classes)
+
+
+def fit_pipeline(pipeline: Pipeline, features: pd.DataFrame, target: pd.Series) -> None:
+    """pipeline.fit, its medians taken without masked arrays (the same fitted pipeline)."""
+    with medians_by_partition(pipeline):
+        pipeline.fit(features, target)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +212,7 @@ def _train_with_holdout(
     test_size = options.test_size if options.test_size is not None else DEFAULT_TEST_SIZE
     train_x, test_x, train_y, test_y = _holdout_split(dataset, test_size, options.random_state)
     pipeline = build_pipeline(dataset.schema, options.estimator, params)
-    pipeline.fit(train_x, train_y)
+    fit_pipeline(pipeline, train_x, train_y)
     metrics = compute_metrics(pipeline, test_x, test_y)
     metrics.update(
         train_accuracy=_train_accuracy(pipeline, train_x, train_y, options.random_state),
@@ -286,17 +293,17 @@ def _train_with_cv(
                 "use fewer folds, or add rows of the rarer classes"
             )
         fold = clone(template)
-        fold.fit(features.iloc[train_index], train_y)
-        test_x = features.iloc[test_index]
-        predicted[test_index] = fold.predict(test_x)
-        if probabilities is not None and hasattr(fold, "predict_proba"):
+        fit_pipeline(fold, features.iloc[train_index], train_y)
+        fold_labels, fold_probabilities = labels_and_probabilities(fold, features.iloc[test_index])
+        predicted[test_index] = fold_labels
+        if probabilities is not None and fold_probabilities is not None:
             # A fold may miss a class: its columns go where that class sits among all labels.
             columns = np.searchsorted(labels, fold.classes_)
-            probabilities[np.ix_(test_index, columns)] = fold.predict_proba(test_x)
+            probabilities[np.ix_(test_index, columns)] = fold_probabilities
         else:
             probabilities = None
     pipeline = clone(template)
-    pipeline.fit(features, target)
+    fit_pipeline(pipeline, features, target)
     metrics = classification_metrics(
         target.to_numpy(), predicted, probabilities, np.asarray(pipeline.classes_)
     )

@@ -51,3 +51,8 @@ def int_labels_csv(write_csv: WriteCsv) -> Path:
 @pytest.fixture
 def int_labels_dataset(int_labels_csv: Path, limits: DatasetLimits) -> Dataset:
     return read_labelled_csv(int_labels_csv, "label", limits)
+
+
+@pytest.fixture(scope="module")
+def iris(iris_train_csv: Path) -> Dataset:
+    return read_labelled_csv(iris_train_csv, "species", DatasetLimits())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import pickle
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.linear_model import RidgeClassifier
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
@@ -24,6 +27,7 @@ from ML.errors import InvalidDataset, InvalidParams, UnknownEstimator
 from ML.estimators import ESTIMATORS
 from ML.features import Feature, FeatureKind
 from ML.json_input import frame_from_rows
+from ML.scores import aligned_labels, classification_metrics
 from ML.training import (
     CLASSIFIER_STEP,
     PREPROCESS_STEP,
@@ -67,11 +71,6 @@ def one_thread() -> Iterator[None]:
     """One thread per estimator, as in the server's workers (faster on a busy machine)."""
     with threadpool_limits(limits=1):
         yield
-
-
-@pytest.fixture(scope="module")
-def iris(iris_train_csv: Path) -> Dataset:
-    return read_labelled_csv(iris_train_csv, "species", DatasetLimits())
 
 
 @pytest.fixture(scope="module")
@@ -392,6 +391,69 @@ def test_numeric_only_and_categorical_only_schemas() -> None:
 
     assert [name for name, _, _ in numeric[PREPROCESS_STEP].transformers] == ["numeric"]
     assert [name for name, _, _ in categorical[PREPROCESS_STEP].transformers] == ["categorical"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The same model and metrics as scikit-learn's plain fit, predict and predict_proba
+# ---------------------------------------------------------------------------------------------
+
+# Forests and boosting take labels from their probability pass; SVC's predict is not the
+# argmax of its probabilities; logistic regression is scaled after the medians.
+SAME_AS_SKLEARN = ["hist_gradient_boosting", "random_forest", "svc", "logistic_regression"]
+
+
+@pytest.fixture(params=["mixed_dataset", "iris"])  # missing cells, and none
+def any_dataset(request: pytest.FixtureRequest) -> Dataset:
+    dataset: Dataset = request.getfixturevalue(request.param)
+    return dataset
+
+
+@pytest.mark.parametrize("estimator", SAME_AS_SKLEARN)
+def test_holdout_is_sklearns_fit_predict_and_predict_proba(
+    estimator: str, any_dataset: Dataset
+) -> None:
+    dataset = any_dataset
+    options = TrainingOptions(estimator=estimator)
+    train_x, test_x, train_y, test_y = training._holdout_split(dataset, 0.2, 42)
+    params = training._estimator_params(options)
+    expected = build_pipeline(dataset.schema, estimator, params).fit(train_x, train_y)
+    classes = np.asarray(expected.classes_)
+    expected_metrics = classification_metrics(
+        aligned_labels(test_y.to_numpy(), classes),
+        expected.predict(test_x),
+        expected.predict_proba(test_x),
+        classes,
+    )
+
+    trained = train_model(dataset, options)
+
+    assert pickle.dumps(trained.pipeline) == pickle.dumps(expected)
+    assert trained.metadata["metrics"] == {**trained.metadata["metrics"], **expected_metrics}
+
+
+@pytest.mark.parametrize("estimator", SAME_AS_SKLEARN)
+def test_cv_is_sklearns_fit_predict_and_predict_proba(estimator: str, any_dataset: Dataset) -> None:
+    dataset = any_dataset
+    options = TrainingOptions(estimator=estimator, cv=3)
+    features, target = dataset.features, dataset.target
+    template = build_pipeline(dataset.schema, estimator, training._estimator_params(options))
+    labels = np.unique(target.to_numpy())
+    predicted = np.empty(len(target), dtype=labels.dtype)
+    probabilities = np.zeros((len(target), len(labels)))
+    folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=42)
+    for train_index, test_index in folds.split(features, target):
+        fold = clone(template).fit(features.iloc[train_index], target.iloc[train_index])
+        predicted[test_index] = fold.predict(features.iloc[test_index])
+        probabilities[test_index] = fold.predict_proba(features.iloc[test_index])
+    expected = clone(template).fit(features, target)
+    expected_metrics = classification_metrics(
+        target.to_numpy(), predicted, probabilities, np.asarray(expected.classes_)
+    )
+
+    trained = train_model(dataset, options)
+
+    assert pickle.dumps(trained.pipeline) == pickle.dumps(expected)
+    assert trained.metadata["metrics"] == {**trained.metadata["metrics"], **expected_metrics}
 
 
 # ---------------------------------------------------------------------------------------------
