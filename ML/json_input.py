@@ -31,7 +31,7 @@ def frame_from_rows(rows: Sequence[Mapping[str, Any]], schema: Sequence[Feature]
     `None` means missing for any feature; the pipeline imputes it. Every bad field is reported
     in `InvalidInput.details` as `{"row", "field", "error"}`.
     """
-    layout = _layout(tuple(schema))
+    layout = _layout_of(schema)
     if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
         raise InvalidInput(
             "rows must be a list of objects, one per row",
@@ -62,7 +62,7 @@ def matrix_from_rows(rows: Sequence[Mapping[str, Any]], schema: Sequence[Feature
     Same rules and the same `InvalidInput` as `frame_from_rows`; the common case of complete,
     finite rows skips building a DataFrame, which costs more than a compiled forest's predict.
     """
-    layout = _layout(tuple(schema))
+    layout = _layout_of(schema)
     if not layout.is_all_numeric:
         raise ValueError("matrix_from_rows needs a schema of numeric features only")
     if (
@@ -83,7 +83,7 @@ def frame_from_columns(
 
     Values follow the rules of `frame_from_rows`; every column must have the same length.
     """
-    layout = _layout(tuple(schema))
+    layout = _layout_of(schema)
     if not isinstance(columns, Mapping):
         raise InvalidInput(
             "columns must be an object mapping each feature to a list of values",
@@ -267,6 +267,23 @@ class _Layout:
     columns: pd.Index
     is_all_numeric: bool
     listing: str
+
+
+# The last tuple schema asked for and its layout. A served model passes the same tuple on
+# every request: found by identity, it skips hashing the schema for the cache below, which
+# calls each Feature's (and its kind's) Python __hash__: ~6,000 instructions a request.
+_last_layout: tuple[tuple[Feature, ...], _Layout] | None = None
+
+
+def _layout_of(schema: Sequence[Feature]) -> _Layout:
+    global _last_layout
+    last = _last_layout
+    if last is not None and last[0] is schema:
+        return last[1]
+    layout = _layout(tuple(schema))
+    if isinstance(schema, tuple):  # immutable, so a match by identity stays right
+        _last_layout = (schema, layout)
+    return layout
 
 
 @lru_cache(maxsize=256)

@@ -46,7 +46,8 @@ class ServedModel:
 
     def __init__(self, loaded: LoadedModel, batch_settings: BatchSettings | None = None) -> None:
         self.loaded = loaded
-        self.schema = [Feature.from_dict(item) for item in loaded.metadata["features"]]
+        # A tuple: JSON input checks find its layout by identity (ML/json_input.py).
+        self.schema = tuple(Feature.from_dict(item) for item in loaded.metadata["features"])
         self.compiled = CompiledPipeline.compile(loaded.pipeline)
         self.classes = loaded.pipeline.classes_
         self.class_keys = [str(label) for label in self.classes.tolist()]
