@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeAlias
@@ -81,10 +81,14 @@ class ServedModel:
         frame = frame_from_columns(columns, self.schema)
         return frame.to_numpy(dtype=np.float64) if self.compiled is not None else frame
 
-    async def predict_async(self, inputs: ModelInput, *, with_probabilities: bool) -> Prediction:
+    def predict_async(
+        self, inputs: ModelInput, *, with_probabilities: bool
+    ) -> Coroutine[Any, Any, Prediction]:
+        """The batcher's coroutine itself, to await: a coroutine awaiting it would cost every
+        request a frame more, on the way in and when its batch is done."""
         if with_probabilities:
             check_probabilities(self)
-        return await self._batcher.submit(PredictionItem(inputs, with_probabilities))
+        return self._batcher.submit(PredictionItem(inputs, with_probabilities))
 
     def predict_items(self, items: list[PredictionItem]) -> list[Prediction]:
         """One predict call for several requests' rows, split back per request."""

@@ -85,7 +85,9 @@ class PredictJsonEndpoint:
         if not is_json(content_type):
             raise ApiError(415, f"send Content-Type: application/json, not {content_type!r}")
         backend: Backend = scope["app"].state.backend
-        model = await backend.served_model(scope["path_params"]["name"])
+        name = scope["path_params"]["name"]
+        # A cached model without awaiting a coroutine (the usual case); served_model loads one.
+        model = backend.models.cached(name) or await backend.served_model(name)
         body = await read_body(scope, receive) or b""  # b"": a client gone before its body
         inputs = parse_predict_body(body, model, backend.settings.max_predict_rows)
         prediction = await model.predict_async(inputs, with_probabilities=proba)
