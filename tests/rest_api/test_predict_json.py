@@ -96,10 +96,10 @@ def test_other_media_types_get_415(iris_client: TestClient, content_type: str) -
     assert "application/json" in answer.json()["error"]["message"]
 
 
-def test_a_body_sent_in_chunks_is_predicted(iris_client: TestClient) -> None:
+def test_a_body_without_content_length_is_predicted(iris_client: TestClient) -> None:
     body = json.dumps({"rows": [ROW, ROW]}).encode()
 
-    def chunks() -> Iterator[bytes]:  # no Content-Length: the body arrives in several parts
+    def chunks() -> Iterator[bytes]:  # sent chunked: the edge counts its bytes as they come
         yield from (body[:10], body[10:40], body[40:])
 
     answer = iris_client.post(URL, content=chunks(), headers={"content-type": "application/json"})
