@@ -31,7 +31,7 @@ def frame_from_rows(rows: Sequence[Mapping[str, Any]], schema: Sequence[Feature]
     `None` means missing for any feature; the pipeline imputes it. Every bad field is reported
     in `InvalidInput.details` as `{"row", "field", "error"}`.
     """
-    layout = _layout(tuple(schema))
+    layout = _layout_of(schema)
     if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
         raise InvalidInput(
             "rows must be a list of objects, one per row",
@@ -62,14 +62,10 @@ def matrix_from_rows(rows: Sequence[Mapping[str, Any]], schema: Sequence[Feature
     Same rules and the same `InvalidInput` as `frame_from_rows`; the common case of complete,
     finite rows skips building a DataFrame, which costs more than a compiled forest's predict.
     """
-    layout = _layout(tuple(schema))
+    layout = _layout_of(schema)
     if not layout.is_all_numeric:
         raise ValueError("matrix_from_rows needs a schema of numeric features only")
-    if (
-        isinstance(rows, list)
-        and rows
-        and all(isinstance(row, dict) and row.keys() == layout.name_set for row in rows)
-    ):
+    if isinstance(rows, list) and rows and _are_complete_rows(rows, layout.name_set):
         matrix = _number_matrix(rows, layout.names)
         if matrix is not None:
             return matrix
@@ -83,7 +79,7 @@ def frame_from_columns(
 
     Values follow the rules of `frame_from_rows`; every column must have the same length.
     """
-    layout = _layout(tuple(schema))
+    layout = _layout_of(schema)
     if not isinstance(columns, Mapping):
         raise InvalidInput(
             "columns must be an object mapping each feature to a list of values",
@@ -187,11 +183,24 @@ def _number_matrix(rows: list[Mapping[str, Any]], names: tuple[str, ...]) -> np.
         return None
 
 
+# The two checks below are loops, not all() over a generator: that costs a generator and a
+# function object per call, ~2,000 instructions, as much as the rest of a one-row check.
+
+
+def _are_complete_rows(rows: list[Any], names: frozenset[str]) -> bool:
+    """Every row an object with exactly these feature names."""
+    for row in rows:  # noqa: SIM110 (a loop for speed: see above)
+        if not isinstance(row, dict) or row.keys() != names:
+            return False
+    return True
+
+
 def _are_finite_numbers(values: list[Any]) -> bool:
     # `x - x == 0` is False for nan, inf and -inf; type checks exclude bool, a subclass of int.
-    return all(
-        type(value) is int or (type(value) is float and value - value == 0.0) for value in values
-    )
+    for value in values:
+        if not (type(value) is int or (type(value) is float and value - value == 0.0)):
+            return False
+    return True
 
 
 def _numeric_values(values: list[Any], name: str, problems: _Problems) -> np.ndarray:
@@ -267,6 +276,23 @@ class _Layout:
     columns: pd.Index
     is_all_numeric: bool
     listing: str
+
+
+# The last tuple schema asked for and its layout. A served model passes the same tuple on
+# every request: found by identity, it skips hashing the schema for the cache below, which
+# calls each Feature's (and its kind's) Python __hash__: ~6,000 instructions a request.
+_last_layout: tuple[tuple[Feature, ...], _Layout] | None = None
+
+
+def _layout_of(schema: Sequence[Feature]) -> _Layout:
+    global _last_layout
+    last = _last_layout
+    if last is not None and last[0] is schema:
+        return last[1]
+    layout = _layout(tuple(schema))
+    if isinstance(schema, tuple):  # immutable, so a match by identity stays right
+        _last_layout = (schema, layout)
+    return layout
 
 
 @lru_cache(maxsize=256)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeAlias
@@ -46,7 +46,8 @@ class ServedModel:
 
     def __init__(self, loaded: LoadedModel, batch_settings: BatchSettings | None = None) -> None:
         self.loaded = loaded
-        self.schema = [Feature.from_dict(item) for item in loaded.metadata["features"]]
+        # A tuple: JSON input checks find its layout by identity (ML/json_input.py).
+        self.schema = tuple(Feature.from_dict(item) for item in loaded.metadata["features"])
         self.compiled = CompiledPipeline.compile(loaded.pipeline)
         self.classes = loaded.pipeline.classes_
         self.class_keys = [str(label) for label in self.classes.tolist()]
@@ -80,10 +81,14 @@ class ServedModel:
         frame = frame_from_columns(columns, self.schema)
         return frame.to_numpy(dtype=np.float64) if self.compiled is not None else frame
 
-    async def predict_async(self, inputs: ModelInput, *, with_probabilities: bool) -> Prediction:
+    def predict_async(
+        self, inputs: ModelInput, *, with_probabilities: bool
+    ) -> Coroutine[Any, Any, Prediction]:
+        """The batcher's coroutine itself, to await: a coroutine awaiting it would cost every
+        request a frame more, on the way in and when its batch is done."""
         if with_probabilities:
             check_probabilities(self)
-        return await self._batcher.submit(PredictionItem(inputs, with_probabilities))
+        return self._batcher.submit(PredictionItem(inputs, with_probabilities))
 
     def predict_items(self, items: list[PredictionItem]) -> list[Prediction]:
         """One predict call for several requests' rows, split back per request."""

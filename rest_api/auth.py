@@ -205,17 +205,26 @@ class Authenticator:
         """Close the shared counters' connections (the app's lifespan ends)."""
         self._throttle.close()
 
+    def known_user(self, authorization: bytes | None, client: str) -> User | None:
+        """`authenticate` without awaiting, for credentials this worker verified before (the
+        hot path: no coroutine per request); None when only `authenticate` can answer."""
+        cached = self._cached_login(authorization, client)
+        if cached is None or self._throttle.is_copy_stale():
+            return None
+        # The same lockout decision as an uncached login: a 429 never depends on whether the
+        # password is right.
+        self._throttle.refuse_if_locked_out(cached.counted_name, client)
+        return cached.user
+
     async def authenticate(self, authorization: bytes | None, client: str) -> User:
         throttle = self._throttle
+        cached = self._cached_login(authorization, client)
+        if cached is not None:
+            if throttle.is_copy_stale():
+                await throttle.reload_copy()
+            throttle.refuse_if_locked_out(cached.counted_name, client)
+            return cached.user
         if authorization is not None:
-            cached = self._cache.get((client, authorization))
-            if cached is not None and cached.expires_at > time.monotonic():
-                # The same lockout decision as an uncached login: a 429 never depends on
-                # whether the password is right.
-                if throttle.is_copy_stale():
-                    await throttle.reload_copy()
-                throttle.refuse_if_locked_out(cached.counted_name, client)
-                return cached.user
             # Identical credentials arriving together from one address are one attempt: a
             # client opening 64 connections at once must not lock itself out.
             key = (client, authorization)
@@ -226,6 +235,12 @@ class Authenticator:
                 verification.add_done_callback(functools.partial(self._forget_in_flight, key))
             return await asyncio.shield(verification)
         return await self._verify(authorization, client)
+
+    def _cached_login(self, authorization: bytes | None, client: str) -> _CachedLogin | None:
+        if authorization is None:
+            return None
+        cached = self._cache.get((client, authorization))
+        return cached if cached is not None and cached.expires_at > time.monotonic() else None
 
     async def _verify(self, authorization: bytes | None, client: str) -> User:
         """The uncached path: count the attempt, check the hash, remember a success."""

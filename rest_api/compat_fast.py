@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 
 import orjson
-from starlette.routing import Match, Route
+from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
 
 from ML.errors import FastMLError
@@ -22,7 +22,7 @@ from ML.evaluation import Scores
 from rest_api.auth import authorize
 from rest_api.backend import Backend
 from rest_api.errors import status_and_code
-from rest_api.predict_json import send_json
+from rest_api.plain_route import PlainRoute, read_body, send_json
 from rest_api.request_headers import first_header
 from rest_api.upload_form import MAX_PLAIN_FORM_BYTES, read_plain_form
 from rest_api.users import Role
@@ -47,7 +47,8 @@ def accuracy_output(accuracy: float) -> str:
 
 class GetPredictionEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_small_body(scope, receive)
+        # None, unread, for a chunked body or a large one that FastAPI spools to disk
+        body = await read_body(scope, receive, MAX_PLAIN_FORM_BYTES)
         form = None
         if body is not None and not scope["query_string"]:
             form = read_plain_form(first_header(scope, b"content-type"), body)
@@ -67,22 +68,6 @@ class GetPredictionEndpoint:
         await send_json(send, 200, compat_body(200, accuracy_output(metrics["accuracy"])))
 
 
-async def _read_small_body(scope: Scope, receive: Receive) -> bytes | None:
-    """The whole body when its Content-Length is at most MAX_PLAIN_FORM_BYTES; else None,
-    unread (a chunked body, or a large one that FastAPI spools to disk)."""
-    length = first_header(scope, b"content-length")
-    if length is None or not length.isdigit() or int(length) > MAX_PLAIN_FORM_BYTES:
-        return None
-    parts = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None  # a disconnect: FastAPI's route meets it as before
-        parts.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(parts)
-
-
 def _replay(body: bytes, receive: Receive) -> Receive:
     """A receive that gives `body` first, then what `receive` gives (a disconnect)."""
     pending = [{"type": "http.request", "body": body, "more_body": False}]
@@ -99,9 +84,8 @@ async def _hand_on(scope: Scope, receive: Receive, send: Send) -> None:
     await scope["app"].router(scope, receive, send)
 
 
-class GetPredictionRoute(Route):
-    """Matched before FastAPI's route of the same path; records itself in the scope, as
-    FastAPI's routes do, for the request log and /metrics."""
+class GetPredictionRoute(PlainRoute):
+    """Matched before FastAPI's route of the same path, for POST only."""
 
     needed_role = NEEDED_ROLE  # read by the edge, like a RoleCheck
 
@@ -120,5 +104,4 @@ class GetPredictionRoute(Route):
         match, child_scope = super().matches(scope)
         if match is not Match.FULL:
             return Match.NONE, {}  # another method: FastAPI's route answers its 405
-        child_scope["route"] = self
         return match, child_scope

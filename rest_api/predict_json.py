@@ -14,7 +14,6 @@ from urllib.parse import parse_qsl
 
 import orjson
 from pydantic.json_schema import models_json_schema
-from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from ML.errors import InvalidInput
@@ -23,6 +22,7 @@ from rest_api.auth import authorize
 from rest_api.backend import Backend
 from rest_api.errors import ApiError
 from rest_api.metrics import count_predicted_rows
+from rest_api.plain_route import PlainRoute, read_body, send_json
 from rest_api.query_keys import refuse_unknown_keys
 from rest_api.request_headers import first_header
 from rest_api.schemas import (
@@ -37,7 +37,6 @@ from rest_api.users import Role
 
 PATH = "/models/{name}/predict"
 NEEDED_ROLE = Role.PREDICTOR
-JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 PROBA_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 PROBA_ONLY = frozenset({"proba"})
 PROBA_FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
@@ -86,10 +85,11 @@ class PredictJsonEndpoint:
         if not is_json(content_type):
             raise ApiError(415, f"send Content-Type: application/json, not {content_type!r}")
         backend: Backend = scope["app"].state.backend
-        model = await backend.served_model(scope["path_params"]["name"])
-        inputs = parse_predict_body(
-            await _read_body(receive), model, backend.settings.max_predict_rows
-        )
+        name = scope["path_params"]["name"]
+        # A cached model without awaiting a coroutine (the usual case); served_model loads one.
+        model = backend.models.cached(name) or await backend.served_model(name)
+        body = await read_body(scope, receive) or b""  # b"": a client gone before its body
+        inputs = parse_predict_body(body, model, backend.settings.max_predict_rows)
         prediction = await model.predict_async(inputs, with_probabilities=proba)
         count_predicted_rows(model.name, len(inputs))
         answer: dict[str, Any] = {
@@ -100,13 +100,6 @@ class PredictJsonEndpoint:
         if prediction.probabilities is not None:
             answer["probabilities"] = prediction.probabilities
         await send_json(send, 200, orjson.dumps(answer))
-
-
-async def send_json(send: Send, status: int, body: bytes) -> None:
-    """Answer a JSON body, with the headers FastAPI's JSONResponse sends, in its order."""
-    headers = [(b"content-length", b"%d" % len(body)), JSON_CONTENT_TYPE]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def parse_predict_body(body: bytes, model: ServedModel, max_rows: int) -> ModelInput:
@@ -123,7 +116,7 @@ def parse_predict_body(body: bytes, model: ServedModel, max_rows: int) -> ModelI
         )
     if "rows" in payload:
         rows = payload["rows"]
-        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        if not isinstance(rows, list) or not _are_objects(rows):
             raise InvalidInput('"rows" must be a list of objects, one per row')
         _check_row_count(len(rows), max_rows)
         return model.inputs_from_rows(rows)
@@ -132,6 +125,14 @@ def parse_predict_body(body: bytes, model: ServedModel, max_rows: int) -> ModelI
         raise InvalidInput('"columns" must be an object of lists, one list per feature')
     _check_row_count(max((len(v) for v in columns.values()), default=0), max_rows)
     return model.inputs_from_columns(columns)
+
+
+def _are_objects(rows: list[Any]) -> bool:
+    # A loop, not all() over a generator: ~2,000 instructions less per request.
+    for row in rows:  # noqa: SIM110 (see above)
+        if not isinstance(row, dict):
+            return False
+    return True
 
 
 def _check_row_count(count: int, max_rows: int) -> None:
@@ -153,32 +154,13 @@ def _proba_query(query_string: bytes) -> str | None:
     return pairs[-1][1] if pairs else None
 
 
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body  # the usual case: one small message
-    parts = [body]
-    while message.get("more_body"):
-        message = await receive()
-        parts.append(message.get("body", b""))
-    return b"".join(parts)
-
-
-class PredictJsonRoute(Route):
-    """A Starlette route that records itself in the scope, as FastAPI's routes do, so the
-    request log and /metrics label its requests with its path."""
+class PredictJsonRoute(PlainRoute):
+    """The JSON predict endpoint's route, first in the app's routing."""
 
     needed_role = NEEDED_ROLE  # read by the edge, like a RoleCheck
 
     def __init__(self) -> None:
         super().__init__(PATH, PredictJsonEndpoint(), methods=["POST"], name="predict_json")
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child_scope = super().matches(scope)
-        if match is not Match.NONE:
-            child_scope["route"] = self
-        return match, child_scope
 
 
 def document_predict_json(openapi: dict[str, Any]) -> None:

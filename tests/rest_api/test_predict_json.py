@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,17 @@ def test_other_media_types_get_415(iris_client: TestClient, content_type: str) -
     answer = iris_client.post(URL, content=b"{}", headers={"content-type": content_type})
     assert answer.status_code == 415
     assert "application/json" in answer.json()["error"]["message"]
+
+
+def test_a_body_without_content_length_is_predicted(iris_client: TestClient) -> None:
+    body = json.dumps({"rows": [ROW, ROW]}).encode()
+
+    def chunks() -> Iterator[bytes]:  # sent chunked: the edge counts its bytes as they come
+        yield from (body[:10], body[10:40], body[40:])
+
+    answer = iris_client.post(URL, content=chunks(), headers={"content-type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == ["setosa", "setosa"]
 
 
 @pytest.mark.parametrize("user", [ADMIN, TRAINER, PREDICTOR])
