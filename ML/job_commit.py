@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from ML.errors import JobNotFound
 from ML.jobs import JobRecords, JobStatus
 from ML.model_store import ModelStore, StagedVersion
+from ML.signal_handlers import handlers_during
 
 logger = logging.getLogger(__name__)
 
@@ -73,20 +73,14 @@ def commit_job_version(
 @contextmanager
 def _signals_held() -> Iterator[None]:
     """Record the held signals meanwhile; raise each again once the block is done."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # handlers run in the main thread only, and only it may change them
-        return
     arrived: set[int] = set()
-    previous = {
-        held: signal.signal(held, lambda signum, frame: arrived.add(signum))
-        for held in HELD_WHILE_COMMITTING
-    }
     try:
-        yield
+        with handlers_during(
+            {held: lambda signum, frame: arrived.add(signum) for held in HELD_WHILE_COMMITTING}
+        ):
+            yield
     finally:
-        for held, handler in previous.items():
-            signal.signal(held, handler)
-        for signum in arrived:
+        for signum in arrived:  # the previous handlers are back: they take it now
             signal.raise_signal(signum)
 
 

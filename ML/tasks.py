@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -38,6 +37,7 @@ from ML.job_runner import (
     run_job,  # the function the embedded pool runs
 )
 from ML.redis_jobs import Delivery, RedisJobStore
+from ML.signal_handlers import handlers_during
 
 logger = logging.getLogger(__name__)
 
@@ -138,18 +138,12 @@ def soft_time_limit_fails_the_job(settings: Settings) -> Iterator[None]:
     SoftTimeLimitExceeded, recorded as an "internal error". Raise a FastMLError instead,
     whose message the job records: it names the limit and what to do."""
 
-    if threading.current_thread() is not threading.main_thread():
-        yield  # a pool of threads: no soft time limit, and no signal handler may be set
-        return
-
     def stop(signum: int, frame: Any) -> None:
         raise JobTimeLimitExceeded(time_limit_error(settings))
 
-    previous = signal.signal(signal.SIGUSR1, stop)
-    try:
+    # (A pool of threads has no soft time limit: nothing is set there.)
+    with handlers_during({signal.SIGUSR1: stop}):
         yield
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
 
 
 def fail_timed_out_job(settings: Settings, job_id: str) -> None:
