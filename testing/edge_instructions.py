@@ -2,6 +2,7 @@
 that the machine's load does not move (callgrind counts instructions, not seconds).
 
     python testing/edge_instructions.py [--project-dir OLD_CHECKOUT] [--concurrency 32]
+        [--main-thread] [--loop uvloop|asyncio] [--keep PROFILE.out]
 
 For each checkout (this one, and --project-dir if given, e.g. a `git archive` of an older
 commit), it trains iris through a real server, then runs itself under
@@ -9,6 +10,11 @@ commit), it trains iris through a real server, then runs itself under
 requests driven straight into the ASGI app, `--concurrency` at a time (so the batcher joins
 them, as under load). Counting is on only around those requests (callgrind_control), so
 imports and training are left out. Needs valgrind (`apt-get install valgrind`).
+
+The requests run on uvloop, as the server's workers do (asyncio's own loop, which the figures
+before session 6 ran on, spends ~23,000 instructions a request more in its Python-level
+call_soon and handles: --loop asyncio). --main-thread counts the event-loop thread alone;
+--keep keeps the profile for `callgrind_annotate`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import asyncio
 import base64
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,17 +41,59 @@ def main() -> None:
     parser.add_argument("--project-dir", type=Path, help="another checkout to count beside")
     parser.add_argument("--requests", type=int, default=640)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--main-thread",
+        action="store_true",
+        help="count the event-loop thread alone (callgrind --separate-threads=yes): steadier, "
+        "as the model-poll and result-expiry threads run on wall-clock timers",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="copy callgrind's output here (for callgrind_annotate); --project-dir's beside, "
+        "its name ending in -project-dir",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="the event loop: uvloop, as the server's workers run (uvicorn's loop='auto'), or "
+        "asyncio's own (the figures recorded before session 6)",
+    )
     parser.add_argument("--drive", type=Path, help=argparse.SUPPRESS)  # the counted child
     args = parser.parse_args()
     if args.drive is not None:
-        asyncio.run(_drive(args.drive, args.requests, args.concurrency))
+        if args.loop == "uvloop":
+            import uvloop
+
+            uvloop.run(_drive(args.drive, args.requests, args.concurrency))
+        else:
+            asyncio.run(_drive(args.drive, args.requests, args.concurrency))
         return
-    for project_dir in [PROJECT_DIR, *([args.project_dir] if args.project_dir else [])]:
-        count = instructions_per_request(project_dir.resolve(), args.requests, args.concurrency)
+    for index, project_dir in enumerate([PROJECT_DIR, *filter(None, [args.project_dir])]):
+        keep = args.keep
+        if keep is not None and index:  # the other checkout's profile beside, not over it
+            keep = keep.with_name(f"{keep.stem}-project-dir{keep.suffix}")
+        count = instructions_per_request(
+            project_dir.resolve(),
+            args.requests,
+            args.concurrency,
+            main_thread=args.main_thread,
+            keep=keep,
+            loop=args.loop,
+        )
         print(f"{project_dir}: {count:,.0f} instructions per request")
 
 
-def instructions_per_request(project_dir: Path, requests: int, concurrency: int) -> float:
+def instructions_per_request(
+    project_dir: Path,
+    requests: int,
+    concurrency: int,
+    *,
+    main_thread: bool = False,
+    keep: Path | None = None,
+    loop: str = "uvloop",
+) -> float:
     sys.path.insert(0, str(PROJECT_DIR))
     from testing.fastml_api import train
     from testing.servers import start_server, stop_server
@@ -60,10 +109,16 @@ def instructions_per_request(project_dir: Path, requests: int, concurrency: int)
         out = work_dir / "callgrind.out"
         command = [
             "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+            *(["--separate-threads=yes"] if main_thread else []),
             sys.executable, str(Path(__file__).resolve()), "--drive", str(work_dir),
-            "--requests", str(requests), "--concurrency", str(concurrency),
+            "--requests", str(requests), "--concurrency", str(concurrency), "--loop", loop,
         ]  # fmt: skip
         subprocess.run(command, cwd=project_dir, check=True, capture_output=True)
+        if main_thread:  # callgrind names each thread's file OUT-NN; the event loop's is 01
+            out = out.with_name(f"{out.name}-01")
+        if keep is not None:
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out, keep)
         for line in out.read_text().splitlines():
             if line.startswith("totals:"):
                 return int(line.split()[1]) / requests
@@ -101,8 +156,11 @@ async def _requests(app: Any, count: int, concurrency: int, statuses: list[int])
         await asyncio.gather(*(_predict(app, statuses) for _ in range(concurrency)))
 
 
+# Built once: the driver's own work per request is not the server's, so it is kept small.
+AUTHORIZATION = b"Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode())
+
+
 async def _predict(app: Any, statuses: list[int]) -> None:
-    authorization = b"Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode())
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -115,7 +173,7 @@ async def _predict(app: Any, statuses: list[int]) -> None:
         "root_path": "",
         "headers": [
             (b"host", b"127.0.0.1:8000"),
-            (b"authorization", authorization),
+            (b"authorization", AUTHORIZATION),
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(BODY)),
         ],
