@@ -26,7 +26,7 @@ from rest_api.body_errors import SEND_A_FORM
 from rest_api.cross_origin import CROSS_SITE_MESSAGE, could_skip_preflight, is_cross_site
 from rest_api.errors import ApiError, send_error
 from rest_api.metrics import PENDING
-from rest_api.request_headers import first_header
+from rest_api.request_headers import request_headers
 from rest_api.request_log import RequestLogWriter
 from rest_api.users import Role
 
@@ -74,7 +74,8 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _incoming_request_id(scope) or f"{self._id_prefix}{next(self._counter):x}"
+        headers = request_headers(scope)
+        request_id = _incoming_request_id(headers) or f"{self._id_prefix}{next(self._counter):x}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
@@ -90,7 +91,7 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            admitted = await self._admit(scope, receive, send_with_id)
+            admitted = await self._admit(scope, headers, receive, send_with_id)
             if admitted is not None:
                 await self.app(scope, admitted, send_with_id)
         finally:
@@ -99,16 +100,22 @@ class EdgeMiddleware:
             path: str = scope["path"]
             if not path.isprintable():  # a %0A in the URL must not forge a log line
                 path = path.encode("unicode_escape").decode("ascii")
-            self.writer.write(
-                f"{scope['method']} {path} {status} {elapsed * 1000:.2f}ms "
-                f"user={user.name if user is not None else '-'} request_id={request_id}"
+            self.writer.write_request(
+                scope["method"],
+                path,
+                status,
+                elapsed * 1000,
+                user.name if user is not None else "-",
+                request_id,
             )
             route = scope.get("route")
             PENDING.observe_request(
                 scope["method"], getattr(route, "path", None) or "unmatched", status, elapsed
             )
 
-    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+    async def _admit(
+        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
+    ) -> Receive | None:
         """The receive the app reads the body with, or None once a refusal has been sent.
 
         An admitted request awaits nothing here: the checks are plain calls (a coroutine costs
@@ -118,7 +125,7 @@ class EdgeMiddleware:
             if could_skip_preflight(scope) and is_cross_site(scope):
                 raise ApiError(403, CROSS_SITE_MESSAGE)
             if scope["path"] not in PUBLIC_PATHS:
-                authorization = first_header(scope, b"authorization")
+                authorization = headers.get(b"authorization")
                 client = scope["client"][0] if scope.get("client") else "unknown"
                 authenticator = self.authenticator
                 user = authenticator.known_user(authorization, client)
@@ -126,7 +133,7 @@ class EdgeMiddleware:
                     user = await authenticator.authenticate(authorization, client)
                 scope["state"]["user"] = user
                 self._check_role(scope, user)
-            return self._limited_receive(scope, receive)
+            return self._limited_receive(headers, receive)
         except AuthFailed as failure:
             await _send_auth_failure(scope, send, failure)
         except ApiError as refusal:
@@ -140,11 +147,11 @@ class EdgeMiddleware:
             if needed is not None and not user.role.allows(needed):
                 authorize(user, needed)  # the one place that words the refusal
 
-    def _limited_receive(self, scope: Scope, receive: Receive) -> Receive:
+    def _limited_receive(self, headers: dict[bytes, bytes], receive: Receive) -> Receive:
         """Refuse (ApiError) an oversized body from its Content-Length before a byte is read;
         count the bytes of one sent without it (chunked)."""
-        content_length = first_header(scope, b"content-length")
-        content_type = first_header(scope, b"content-type")
+        content_length = headers.get(b"content-length")
+        content_type = headers.get(b"content-type")
         is_upload = content_type is not None and content_type.lower().startswith(b"multipart/")
         limit = self.max_upload_bytes if is_upload else self.max_json_bytes
         if is_upload and content_type is not None:
@@ -161,9 +168,9 @@ class EdgeMiddleware:
         return receive
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
+def _incoming_request_id(headers: dict[bytes, bytes]) -> str | None:
     """Keep a caller's X-Request-ID when it is short and printable, for tracing across services."""
-    value = first_header(scope, b"x-request-id")
+    value = headers.get(b"x-request-id")
     if value is None:
         return None
     text = value.decode("latin-1")

@@ -24,7 +24,7 @@ from rest_api.errors import ApiError
 from rest_api.metrics import count_predicted_rows
 from rest_api.plain_route import PlainRoute, read_body, send_json
 from rest_api.query_keys import refuse_unknown_keys
-from rest_api.request_headers import first_header
+from rest_api.request_headers import request_headers
 from rest_api.schemas import (
     MODEL_NAME_DESCRIPTION,
     MODEL_NAME_SCHEMA,
@@ -77,14 +77,20 @@ def is_json(content_type: str | None) -> bool:
 class PredictJsonEndpoint:
     """Parses the request, checks the role and proba, predicts, answers: all of it, here."""
 
+    def __init__(self) -> None:
+        # The app's backend while its lifespan runs (PredictJsonRoute.serve): read here, not
+        # from app.state, whose every read first fails as an attribute and then looks the
+        # name up in a dict (Starlette's State.__getattr__), ~2,000 instructions a request.
+        self.backend: Backend | None = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         authorize(scope["state"].get("user"), NEEDED_ROLE)
         proba = parse_proba(_proba_query(scope["query_string"]))
-        raw_content_type = first_header(scope, b"content-type")
+        raw_content_type = request_headers(scope).get(b"content-type")
         content_type = None if raw_content_type is None else raw_content_type.decode("latin-1")
         if not is_json(content_type):
             raise ApiError(415, f"send Content-Type: application/json, not {content_type!r}")
-        backend: Backend = scope["app"].state.backend
+        backend: Backend = self.backend or scope["app"].state.backend
         name = scope["path_params"]["name"]
         # A cached model without awaiting a coroutine (the usual case); served_model loads one.
         model = backend.models.cached(name) or await backend.served_model(name)
@@ -160,7 +166,12 @@ class PredictJsonRoute(PlainRoute):
     needed_role = NEEDED_ROLE  # read by the edge, like a RoleCheck
 
     def __init__(self) -> None:
-        super().__init__(PATH, PredictJsonEndpoint(), methods=["POST"], name="predict_json")
+        self.predict = PredictJsonEndpoint()
+        super().__init__(PATH, self.predict, methods=["POST"], name="predict_json")
+
+    def serve(self, backend: Backend | None) -> None:
+        """Predict with `backend` (the lifespan's, opened), or None once it is closed."""
+        self.predict.backend = backend
 
 
 def document_predict_json(openapi: dict[str, Any]) -> None:

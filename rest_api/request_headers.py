@@ -8,11 +8,19 @@ from starlette.types import Scope
 HEADERS_SCOPE_KEY = "fastml.headers"
 
 
+def request_headers(scope: Scope) -> dict[bytes, bytes]:
+    """Every header by lower-case name, the first of repeated ones (as Starlette's Headers
+    reads them): built once per request, in C, and kept in the scope. The edge reads the
+    headers it needs from it with plain dict lookups, not a call per header."""
+    headers: dict[bytes, bytes] | None = scope.get(HEADERS_SCOPE_KEY)
+    if headers is None:
+        headers = scope[HEADERS_SCOPE_KEY] = dict(reversed(scope["headers"]))
+    return headers
+
+
 def first_header(scope: Scope, name: bytes) -> bytes | None:
     """The first value of header `name` (lower case), or None, as Starlette's Headers reads it."""
     headers: dict[bytes, bytes] | None = scope.get(HEADERS_SCOPE_KEY)
     if headers is None:
-        # Built once per request, in C (reversed keeps the first of repeated headers), and
-        # kept in the scope: every check reads headers from it.
         headers = scope[HEADERS_SCOPE_KEY] = dict(reversed(scope["headers"]))
     return headers.get(name)
