@@ -9,8 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
+from fastapi.telemetry import TelemetryConfig
 from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, ExceptionHandler
 from threadpoolctl import threadpool_limits
 
 from ML.config import Settings
@@ -28,6 +33,11 @@ from rest_api.predict_json import PredictJsonRoute, document_predict_json
 from rest_api.request_log import RequestLogWriter
 from rest_api.routes import compat, health, jobs, models, predictions
 from rest_api.routes.health import VERSION
+
+# FastAPI's OpenTelemetry hooks cost a check per request; /metrics and the request log are this
+# server's telemetry. A forker with an OpenTelemetry set-up turns them on here.
+TELEMETRY_SWITCHES = ("tracing", "metrics", "logs")
+TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 # Objects allocated (less those freed) between young-generation GC passes: above what the
 # requests in flight hold at once, so a pass runs when garbage may have built up, not per burst.
@@ -51,7 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # The JSON predict route first: the hot path is matched before any other route is tried.
     # (Plain routes are inserted at the front in turn: the last listed comes first.)
-    routes: list[APIRouter | BaseRoute] = [GetPredictionRoute(), PredictJsonRoute()]
+    predict_json = PredictJsonRoute()
+    routes: list[APIRouter | BaseRoute] = [GetPredictionRoute(), predict_json]
     routes += [predictions.router, models.router, jobs.router, health.router, compat.router]
     routes += [console_router]  # the web console at /ui: pages only; it acts through the API
     roles = RoleTable(routes)
@@ -62,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threadpool_limits(1)
         backend = Backend.open(settings)
         app.state.backend = backend
+        predict_json.serve(backend)
         # Everything loaded so far lives as long as the worker: move it out of the garbage
         # collector's view, so full collections stay short and p99 latency with them.
         gc.collect()
@@ -85,12 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            predict_json.serve(None)
             backend.close()
             authenticator.close()
             request_log.close()
             PENDING.close()
 
-    app = FastAPI(
+    app = FastmlApp(
         title="fastml",
         version=VERSION,
         description=DESCRIPTION,
@@ -99,9 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
         docs_url=None,  # install_api_docs serves them without a CDN
         redoc_url=None,
-        # FastAPI's OpenTelemetry hooks cost a check per request; /metrics and the request
-        # log are this server's telemetry. A forker with an OpenTelemetry set-up turns them on.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        telemetry=TELEMETRY,
         # The edge, before any route reads the body. A forker's app.add_middleware(...)
         # after create_app goes outside it (README: CORS).
         middleware=[
@@ -139,3 +150,42 @@ def _document_routes_outside_fastapi(app: FastAPI, roles: RoleTable) -> None:
         return generate()
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+class FastmlApp(FastAPI):
+    """FastAPI, less the two layers of its stack that have nothing to do in this app.
+
+    FastAPI 0.165 wraps every app in an exception-telemetry layer (it records exceptions for
+    its OpenTelemetry spans: none while TELEMETRY is off) and an app body-limit layer (it
+    enforces `max_body_size`, which this app leaves unset: the edge limits bodies, per route
+    kind, before any is read). Each passes every request through a coroutine frame of its
+    own, ~1,500 instructions a request. This builds FastAPI's stack in FastAPI's order from
+    the same public parts (error middleware, the user's middleware, exception handlers, the
+    exit stack that closes uploaded files) without those two, and FastAPI's own stack as soon
+    as either has work: telemetry turned on, or a `max_body_size` set.
+    tests/rest_api/test_app_stack.py compares the two stacks layer by layer, so a FastAPI
+    release that adds a layer fails it rather than losing the layer here.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        if self.max_body_size is not None or any(
+            TELEMETRY.get(k, True) for k in TELEMETRY_SWITCHES
+        ):
+            return super().build_middleware_stack()
+        error_handler = None
+        exception_handlers: dict[Any, ExceptionHandler] = {}
+        for key, value in self.exception_handlers.items():
+            if key in (500, Exception):
+                error_handler = value
+            else:
+                exception_handlers[key] = value
+        middleware = [
+            Middleware(ServerErrorMiddleware, handler=error_handler, debug=self.debug),
+            *self.user_middleware,
+            Middleware(ExceptionMiddleware, handlers=exception_handlers, debug=self.debug),
+            Middleware(AsyncExitStackMiddleware),
+        ]
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(middleware):
+            app = cls(app, *args, **kwargs)
+        return app
