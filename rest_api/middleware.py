@@ -91,8 +91,15 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            admitted = await self._admit(scope, headers, receive, send_with_id)
-            if admitted is not None:
+            try:
+                admitted = self._admit(scope, headers, receive)
+                if admitted is None:  # a login this worker has not verified yet
+                    admitted = await self._admit_verifying(scope, headers, receive)
+            except AuthFailed as failure:
+                await _send_auth_failure(scope, send_with_id, failure)
+            except ApiError as refusal:
+                await send_error(scope, send_with_id, refusal.status, refusal.message)
+            else:
                 await self.app(scope, admitted, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
@@ -113,32 +120,32 @@ class EdgeMiddleware:
                 scope["method"], getattr(route, "path", None) or "unmatched", status, elapsed
             )
 
-    async def _admit(
-        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
-    ) -> Receive | None:
-        """The receive the app reads the body with, or None once a refusal has been sent.
+    def _admit(self, scope: Scope, headers: dict[bytes, bytes], receive: Receive) -> Receive | None:
+        """The receive the app reads the body with; None when only `_admit_verifying` can
+        tell, for a login this worker has not verified before. Refuses with AuthFailed or
+        ApiError.
 
-        An admitted request awaits nothing here: the checks are plain calls (a coroutine costs
-        a request ~1,000 instructions), and only a login this worker has not verified yet
-        awaits its verification."""
-        try:
-            if could_skip_preflight(scope) and is_cross_site(scope):
-                raise ApiError(403, CROSS_SITE_MESSAGE)
-            if scope["path"] not in PUBLIC_PATHS:
-                authorization = headers.get(b"authorization")
-                client = scope["client"][0] if scope.get("client") else "unknown"
-                authenticator = self.authenticator
-                user = authenticator.known_user(authorization, client)
-                if user is None:
-                    user = await authenticator.authenticate(authorization, client)
-                scope["state"]["user"] = user
-                self._check_role(scope, user)
-            return self._limited_receive(headers, receive)
-        except AuthFailed as failure:
-            await _send_auth_failure(scope, send, failure)
-        except ApiError as refusal:
-            await send_error(scope, send, refusal.status, refusal.message)
-        return None
+        A plain call, not a coroutine (one costs a request ~1,000 instructions): an admitted
+        request with a login verified before awaits nothing at the edge."""
+        if could_skip_preflight(scope) and is_cross_site(scope):
+            raise ApiError(403, CROSS_SITE_MESSAGE)
+        if scope["path"] not in PUBLIC_PATHS:
+            user = self.authenticator.known_user(headers.get(b"authorization"), _client(scope))
+            if user is None:
+                return None
+            scope["state"]["user"] = user
+            self._check_role(scope, user)
+        return self._limited_receive(headers, receive)
+
+    async def _admit_verifying(
+        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive
+    ) -> Receive:
+        """`_admit`'s answer once the login is verified (the cross-site check has passed)."""
+        authorization = headers.get(b"authorization")
+        user = await self.authenticator.authenticate(authorization, _client(scope))
+        scope["state"]["user"] = user
+        self._check_role(scope, user)
+        return self._limited_receive(headers, receive)
 
     def _check_role(self, scope: Scope, user: User) -> None:
         """An ApiError (403) if the user's role may not call the request's route."""
@@ -166,6 +173,11 @@ class EdgeMiddleware:
             message = over_limit_message(f"of {int(content_length)} bytes", limit, is_upload)
             raise ApiError(413, message)
         return receive
+
+
+def _client(scope: Scope) -> str:
+    """The client's address, as the login throttle counts it."""
+    return scope["client"][0] if scope.get("client") else "unknown"
 
 
 def _incoming_request_id(headers: dict[bytes, bytes]) -> str | None:

@@ -39,6 +39,9 @@ PATH = "/models/{name}/predict"
 NEEDED_ROLE = Role.PREDICTOR
 PROBA_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
 PROBA_ONLY = frozenset({"proba"})
+# The two shapes of a body, compared with its keys without building a set per request.
+ROWS_ONLY = frozenset({"rows"})
+COLUMNS_ONLY = frozenset({"columns"})
 PROBA_FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
 # The one description of `proba`, for every route that takes it.
 PROBA_PARAMETER: dict[str, Any] = {
@@ -85,7 +88,8 @@ class PredictJsonEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         authorize(scope["state"].get("user"), NEEDED_ROLE)
-        proba = parse_proba(_proba_query(scope["query_string"]))
+        query = scope["query_string"]
+        proba = parse_proba(_proba_query(query)) if query else False
         raw_content_type = request_headers(scope).get(b"content-type")
         content_type = None if raw_content_type is None else raw_content_type.decode("latin-1")
         if not is_json(content_type):
@@ -113,7 +117,9 @@ def parse_predict_body(body: bytes, model: ServedModel, max_rows: int) -> ModelI
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise InvalidInput(f"the body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict) or set(payload) not in ({"rows"}, {"columns"}):
+    if not isinstance(payload, dict) or not (
+        payload.keys() == ROWS_ONLY or payload.keys() == COLUMNS_ONLY
+    ):
         others = sorted(set(payload) - {"rows", "columns"}) if isinstance(payload, dict) else []
         raise InvalidInput(
             (f"unexpected keys {', '.join(map(repr, others))[:200]}; " if others else "")
