@@ -91,9 +91,10 @@ class PredictJsonEndpoint:
         query = scope["query_string"]
         proba = parse_proba(_proba_query(query)) if query else False
         raw_content_type = request_headers(scope).get(b"content-type")
-        content_type = None if raw_content_type is None else raw_content_type.decode("latin-1")
-        if not is_json(content_type):
-            raise ApiError(415, f"send Content-Type: application/json, not {content_type!r}")
+        if raw_content_type != b"application/json":  # what clients send, read without decoding
+            content_type = None if raw_content_type is None else raw_content_type.decode("latin-1")
+            if not is_json(content_type):
+                raise ApiError(415, f"send Content-Type: application/json, not {content_type!r}")
         backend: Backend = self.backend or scope["app"].state.backend
         name = scope["path_params"]["name"]
         # A cached model without awaiting a coroutine (the usual case); served_model loads one.
