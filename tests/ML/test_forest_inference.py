@@ -24,7 +24,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
-from ML import forest_inference
 from ML.config import PROJECT_DIR
 from ML.forest_inference import CompiledForest, CompiledPipeline
 
@@ -125,15 +124,6 @@ def assert_same_as_sklearn(
     assert np.array_equal(labels, expected_labels)
 
 
-@pytest.fixture(params=["auto", "vectorised", "per_tree"])
-def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with the batch-size choice, or with one strategy forced for every batch."""
-    limits = {"vectorised": 10**12, "per_tree": -1}
-    if request.param in limits:
-        monkeypatch.setattr(forest_inference, "VECTORISED_MAX_ROW_LEVELS", limits[request.param])
-    return str(request.param)
-
-
 # ---------------------------------------------------------------------------------------------
 # CompiledForest
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +157,7 @@ def fitted_forest(case: int) -> tuple[Any, np.ndarray]:
 
 @pytest.mark.parametrize("case", range(len(FOREST_CASES)))
 @pytest.mark.parametrize("n_rows", BATCH_SIZES)
-def test_compiled_forest_matches_sklearn(case: int, n_rows: int, strategy: str) -> None:
+def test_compiled_forest_matches_sklearn(case: int, n_rows: int) -> None:
     estimator, features = fitted_forest(case)
     compiled = CompiledForest.compile(estimator)
     assert compiled is not None
@@ -192,7 +182,7 @@ def test_compiled_forest_matches_sklearn(case: int, n_rows: int, strategy: str) 
 )
 @pytest.mark.parametrize("nan_in_training", [False, True])
 def test_compiled_forest_routes_nan_like_sklearn(
-    build: Callable[[], Any], nan_in_training: bool, strategy: str
+    build: Callable[[], Any], nan_in_training: bool
 ) -> None:
     features, labels = dataset("c3-int")
     features = features.copy()
@@ -370,7 +360,7 @@ def sklearn_frame(rows: np.ndarray, feature_names: list[str]) -> pd.DataFrame:
 
 @pytest.mark.parametrize("case", range(len(PIPELINE_CASES)))
 @pytest.mark.parametrize("n_rows", BATCH_SIZES)
-def test_fast_pipeline_matches_sklearn(case: int, n_rows: int, strategy: str) -> None:
+def test_fast_pipeline_matches_sklearn(case: int, n_rows: int) -> None:
     pipeline, frame = fitted_pipeline(case)
     fast = CompiledPipeline.compile(pipeline)
     assert fast is not None
