@@ -3,8 +3,9 @@
 A boosted model's decision function is a start value plus the leaf values of its trees, added
 in order; its probabilities are the sigmoid (binary) or softmax (multiclass) of that sum. For
 one row, sklearn's per-call validation and one Cython call per tree cost far more than the
-arithmetic, so every batch goes through the compiled walk over flat node arrays
-(ML/tree_walk.py, shared with the compiled forests), which adds the leaves as it goes.
+arithmetic, so batches go through the compiled walk over flat node arrays (ML/tree_walk.py,
+shared with the compiled forests), which adds the leaves as it goes; GradientBoosting's
+largest batches go to sklearn's own code, which is faster there.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from ML.tree_walk import (
     summed_leaves,
 )
 
+# From this many rows GradientBoosting's own decision_function (Cython predict_stages, no NaN
+# or categorical test) beats the compiled walk: timed against each other on 300 depth-3 trees
+# (iris; 5,000 synthetic rows of 20 features), 1,024 rows were faster walked, 4,096 in sklearn.
+GRADIENT_BOOSTING_SKLEARN_MIN_ROWS = 2048
 _LOSS = "log_loss"  # the loss whose probabilities are sigmoid/softmax of the decision function
 
 
@@ -160,7 +165,11 @@ class CompiledGradientBoosting(_BoostedTrees):
         )
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return self._summed_leaves(float32_rounded(X, allows_nan=False))
+        X = float32_rounded(X, allows_nan=False)
+        if len(X) >= GRADIENT_BOOSTING_SKLEARN_MIN_ROWS:
+            raw = self.estimator.decision_function(X.astype(np.float32))
+            return np.asarray(raw).reshape(len(X), -1)
+        return self._summed_leaves(X)
 
 
 class CompiledHistGradientBoosting(_BoostedTrees):

@@ -1,6 +1,7 @@
 """Benchmark: scikit-learn pipeline predict_proba against ML.forest_inference.CompiledPipeline.
 
-    python testing/forest_inference_bench.py  # iris and 5,000-row synthetic forests, iris HGB
+    python testing/forest_inference_bench.py  # forests, HistGradientBoosting, GradientBoosting
+    python testing/forest_inference_bench.py --models iris-gb synthetic-gb
 
 Times are the median of --repeat runs (timeit), per call, on a prebuilt DataFrame (sklearn)
 or float64 matrix (CompiledPipeline); every result is checked equal to sklearn's first.
@@ -19,7 +20,11 @@ import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
@@ -28,7 +33,7 @@ if __package__ in (None, ""):
     # Run as `python testing/forest_inference_bench.py`: make the project root importable.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ML.boosting_inference import CompiledHistGradientBoosting
+from ML.boosting_inference import CompiledGradientBoosting, CompiledHistGradientBoosting
 from ML.forest_inference import CompiledForest, CompiledPipeline
 from testing.in_process_timing import time_per_call
 
@@ -37,31 +42,26 @@ IRIS_CSV = Path(__file__).resolve().parent.parent / "ML" / "data" / "train.csv"
 TARGET_SECONDS_PER_RUN = 0.02  # each timed run repeats the call for about this long
 
 
-def iris_model() -> tuple[Pipeline, pd.DataFrame]:
+def iris_with(model: Any) -> tuple[Pipeline, pd.DataFrame]:
     frame = pd.read_csv(IRIS_CSV)
     features = frame.drop(columns="species")
-    return _fit(features, frame["species"]), features
-
-
-def iris_hist_gradient_boosting() -> tuple[Pipeline, pd.DataFrame]:
-    frame = pd.read_csv(IRIS_CSV)
-    features = frame.drop(columns="species")
-    model = HistGradientBoostingClassifier(random_state=42)
     return _fit(features, frame["species"], model), features
 
 
-def synthetic_model() -> tuple[Pipeline, pd.DataFrame]:
+def synthetic_with(model: Any) -> tuple[Pipeline, pd.DataFrame]:
     values, labels = make_classification(
         n_samples=5000, n_features=20, n_informative=10, n_classes=3, random_state=0
     )
     features = pd.DataFrame(values, columns=[f"x{i}" for i in range(values.shape[1])])
-    return _fit(features, labels), features
+    return _fit(features, labels, model), features
 
 
 MODELS: dict[str, Callable[[], tuple[Pipeline, pd.DataFrame]]] = {
-    "iris": iris_model,
-    "synthetic": synthetic_model,
-    "iris-hgb": iris_hist_gradient_boosting,
+    "iris": partial(iris_with, None),
+    "synthetic": partial(synthetic_with, None),
+    "iris-hgb": partial(iris_with, HistGradientBoostingClassifier(random_state=42)),
+    "iris-gb": partial(iris_with, GradientBoostingClassifier(random_state=42)),
+    "synthetic-gb": partial(synthetic_with, GradientBoostingClassifier(random_state=42)),
 }
 
 
@@ -87,7 +87,9 @@ def compare(name: str, repeat: int) -> None:
     if fast is None:
         raise SystemExit(f"CompiledPipeline.compile refused the {name} pipeline")
     model = fast.model
-    assert isinstance(model, CompiledForest | CompiledHistGradientBoosting)
+    assert isinstance(
+        model, CompiledForest | CompiledGradientBoosting | CompiledHistGradientBoosting
+    )
     width = len(fast.feature_names)
     print(f"\n{name}: {model.n_trees} trees, depth {model.depth}, {width} features")
     print(f"{'rows':>6} {'sklearn ms':>11} {'fast ms':>9} {'speed-up':>9}")

@@ -266,22 +266,6 @@ def test_compiled_forest_returns_none_for_multi_output() -> None:
     assert CompiledForest.compile(tree) is None
 
 
-def test_ordered_accumulation_is_what_sklearn_does() -> None:
-    """Why proba is an add.accumulate, not a sum: sum may add pairwise, sklearn adds in order."""
-    rng = np.random.default_rng(0)
-    for shape in [(100, 1, 1), (257, 1, 1), (100, 1, 3), (7, 64, 2), (100, 1024, 7)]:
-        values = rng.random(shape)
-        in_order = np.zeros(shape[1:])
-        for tree_values in values:
-            in_order += tree_values
-        assert np.array_equal(np.add.accumulate(values, axis=0)[-1], in_order)
-    # One big value then many tiny ones: added in order each tiny one is lost; numpy's
-    # pairwise sum (used when the reduction runs along the inner loop) keeps some of them.
-    lopsided = np.array([1.0] + [1e-16] * 99).reshape(100, 1, 1)
-    assert np.add.accumulate(lopsided, axis=0)[-1, 0, 0] == 1.0
-    assert lopsided.sum(axis=0)[0, 0] != 1.0
-
-
 # ---------------------------------------------------------------------------------------------
 # CompiledPipeline
 # ---------------------------------------------------------------------------------------------
