@@ -174,10 +174,10 @@ _SIGNATURE = _MATRIX(
 
 def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
     try:
-        return numba.njit(_SIGNATURE, cache=True, nogil=True)(function)  # type: ignore[no-any-return]
+        return numba.njit(_SIGNATURE, cache=True, nogil=True)(function)
     except RuntimeError:
         # No writable cache directory (see the module docstring): compile for this process only.
-        return numba.njit(_SIGNATURE, nogil=True)(function)  # type: ignore[no-any-return]
+        return numba.njit(_SIGNATURE, nogil=True)(function)
 
 
 @numba.njit(inline="always")
