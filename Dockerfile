@@ -40,7 +40,7 @@ COPY gunicorn gunicorn
 COPY testing testing
 COPY wsgi.py .
 # Code stays root-owned and read-only to the server, so compile it now (a faster start);
-# only the volume and the log are writable.
+# only the volume, the log and numba's cache are writable.
 RUN python -m compileall -q ML rest_api gunicorn testing wsgi.py \
     && mkdir -p ML/saved_models && chown fastml:fastml ML/saved_models \
     && touch ML_server.log && chown fastml:fastml ML_server.log \

@@ -1,15 +1,16 @@
 """Fitted decision trees as flat node arrays, the compiled walk that sums each row's leaves,
 and the checks every compiled model makes on the rows it is given.
 
-The walk is compiled by numba: a row goes down one tree in a few nanoseconds per level, where
-a numpy walk paid a call per level over all (tree, row) pairs and sklearn ~4 us per tree per
-call. It is compiled for one signature when this module is first imported (about a second),
-and cached on disk so that later processes load it instead (`cache=True`): numba keeps the
-cache in $NUMBA_CACHE_DIR when that is set (the Docker image sets it to a directory its user
-owns and fills it at build), else in ML/__pycache__ when writable, else in the user's cache
-directory (~/.cache/numba); with none writable, each process compiles it for itself. The
-compiled code runs on the calling thread only (no parallel=True, no threading layer), so
-forking servers and Celery's prefork pool may fork after importing it.
+The walk is compiled by numba: a row goes down a tree in nanoseconds per level, where a numpy
+walk paid a call per level over all (tree, row) pairs and sklearn ~4 us per tree per call.
+It is compiled for one signature when this module is first imported (seconds), and cached on
+disk so that later processes load it instead (under a second): numba keeps the cache in
+$NUMBA_CACHE_DIR when that is set (the Docker image sets it to a directory its user owns and
+fills it at build), else in ML/__pycache__ when writable, else in the user's cache directory
+(~/.cache/numba); with none writable, each process compiles it for itself. Gunicorn's master
+imports it before it forks the workers (gunicorn/gunicorn-config.py). The compiled code runs
+on the calling thread only (no parallel=True, no threading layer), so forking servers and
+Celery's prefork pool may fork after importing it.
 """
 
 from __future__ import annotations
@@ -140,27 +141,14 @@ def summed_leaves(flat: FlatTrees, X: np.ndarray, start: np.ndarray, scale: floa
     start is C-contiguous float64. For each row the trees are added in their order, one by
     one, as sklearn adds them. Arrays of another dtype or layout raise TypeError.
     """
-    splits = flat.categorical or _NO_CATEGORIES
+    splits = flat.categorical
+    left, known = (splits.left_bitsets, splits.known_bitsets) if splits else (_NONE, _NONE)
     return _summed_leaves(
-        flat.nodes,
-        flat.value,
-        flat.roots,
-        flat.column,
-        splits.left_bitsets,
-        splits.known_bitsets,
-        X,
-        start,
-        scale,
+        flat.nodes, flat.value, flat.roots, flat.column, left, known, X, start, scale
     )
 
 
-_NO_CATEGORIES = CategoricalSplits(
-    is_categorical=np.zeros(0, dtype=np.bool_),
-    left_row=np.zeros(0, dtype=np.intp),
-    left_bitsets=np.zeros((0, 8), dtype=np.uint32),
-    known_row=np.zeros(0, dtype=np.intp),
-    known_bitsets=np.zeros((0, 8), dtype=np.uint32),
-)
+_NONE = np.zeros((0, 8), dtype=np.uint32)  # no bitsets: read only at categorical nodes
 
 # One signature, so numba compiles (or loads from its cache) once, when this module is imported,
 # and a call never compiles: an array of another dtype or layout is a TypeError.
@@ -181,7 +169,7 @@ def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @numba.njit(inline="always")
-def _category_route(x: float, left: np.ndarray, known: np.ndarray) -> int:  # pragma: no cover
+def _category_route(x: float, left: np.ndarray, known: np.ndarray) -> int:
     """0 (left) when x's bit is set in the left bitset, 1 when in the known categories, else -1.
 
     Truncated toward zero, as sklearn's `<uint8>value` cast does; codes are below 256 (a bitset
@@ -209,7 +197,7 @@ def _summed_leaves(
     X: np.ndarray,
     start: np.ndarray,
     scale: float,
-) -> np.ndarray:  # pragma: no cover - compiled by numba (tests call it through summed_leaves)
+) -> np.ndarray:
     n_rows, width = X.shape[0], value.shape[1]
     total = np.empty((n_rows, start.shape[0]))
     for row in range(n_rows):
