@@ -22,9 +22,14 @@ RUN /opt/venv/bin/pip install --only-binary=:all: \
 
 # Stage 2: the venv and the application, nothing else.
 FROM ${BASE_IMAGE}
+# numba keeps the compiled tree walk (ML/tree_walk.py) in NUMBA_CACHE_DIR, which the server's
+# user owns (the code beside it is read-only); compiled for a generic x86-64/arm64 CPU, so the
+# cache filled at build is valid on whatever host runs the image.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    NUMBA_CACHE_DIR=/var/cache/fastml/numba \
+    NUMBA_CPU_NAME=generic \
     FASTML_BIND=0.0.0.0:8000
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /app fastml
 COPY --from=build /opt/venv /opt/venv
@@ -35,11 +40,14 @@ COPY gunicorn gunicorn
 COPY testing testing
 COPY wsgi.py .
 # Code stays root-owned and read-only to the server, so compile it now (a faster start);
-# only the volume and the log are writable.
+# only the volume, the log and numba's cache are writable.
 RUN python -m compileall -q ML rest_api gunicorn testing wsgi.py \
     && mkdir -p ML/saved_models && chown fastml:fastml ML/saved_models \
-    && touch ML_server.log && chown fastml:fastml ML_server.log
+    && touch ML_server.log && chown fastml:fastml ML_server.log \
+    && mkdir -p "$NUMBA_CACHE_DIR" && chown fastml:fastml "$NUMBA_CACHE_DIR"
 USER fastml
+# Compile the tree walk into that cache now: a server then loads it instead of compiling.
+RUN python -c "import ML.tree_walk" && ls "$NUMBA_CACHE_DIR"/*/*.nbi >/dev/null
 EXPOSE 8000
 # Models, job records, uploads, the generated secret key and admin password live here.
 VOLUME ["/app/ML/saved_models"]

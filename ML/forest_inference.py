@@ -25,9 +25,9 @@ from ML.tree_walk import (
     TreeNodes,
     check_finite,
     flatten,
-    float32_rows,
+    float32_rounded,
     float64_rows,
-    leaf_nodes,
+    summed_leaves,
 )
 
 # Exact types, not isinstance: a subclass may override predict_proba and we would silently
@@ -35,12 +35,6 @@ from ML.tree_walk import (
 _FORESTS = (RandomForestClassifier, ExtraTreesClassifier)
 _TREES = (DecisionTreeClassifier, ExtraTreeClassifier)
 _IMPUTER_STRATEGIES = ("mean", "median")  # their transform is "NaN -> statistics_", nothing else
-
-# The vectorised walk costs 7 numpy calls per level over (trees x rows) elements; calling each
-# tree's Cython `predict` costs ~4 us per tree plus a C-speed walk. Measured on forests of 100
-# trees (iris, depth 7; 5,000 synthetic rows, depth 27) their costs cross between 450 and 900
-# rows x depth (python testing/forest_inference_bench.py --calibrate).
-VECTORISED_MAX_ROW_LEVELS = 512
 
 
 class CompiledForest:
@@ -60,15 +54,14 @@ class CompiledForest:
         self,
         classes: np.ndarray,
         n_features_in: int,
-        trees: list[Any],
         flat: FlatTrees,
         *,
         allows_nan: bool,
     ) -> None:
         self.classes_ = classes
         self.n_features_in_ = n_features_in
-        self._trees = trees  # sklearn Tree objects, for the per-tree strategy
         self._flat = flat
+        self._no_votes = np.zeros(len(classes))
         self._allows_nan = allows_nan
 
     @classmethod
@@ -101,14 +94,13 @@ class CompiledForest:
         return cls(
             classes,
             n_features,
-            [tree.tree_ for tree in trees],
             flatten([TreeNodes.of_tree(tree.tree_) for tree in trees]),
             allows_nan=bool(get_tags(trees[0]).input_tags.allow_nan),
         )
 
     @property
     def n_trees(self) -> int:
-        return len(self._trees)
+        return len(self._flat.roots)
 
     @property
     def depth(self) -> int:
@@ -135,27 +127,10 @@ class CompiledForest:
         return self.classes_.take(proba.argmax(axis=1), axis=0), proba
 
     def _proba(self, X: np.ndarray) -> np.ndarray:
-        X32, has_nan = float32_rows(X, allows_nan=self._allows_nan)
-        if X32.shape[0] * self._flat.depth <= VECTORISED_MAX_ROW_LEVELS:
-            return self._proba_vectorised(X32, has_nan)
-        return self._proba_per_tree(X32)
-
-    def _proba_vectorised(self, X32: np.ndarray, has_nan: bool) -> np.ndarray:
-        # float32 -> float64 is exact; sklearn compares float32(x) with float64 thresholds.
-        node = leaf_nodes(self._flat, X32.astype(np.float64), has_nan=has_nan)
-        leaf_values = self._flat.value.take(node, axis=0)  # (trees, rows, classes)
-        # accumulate, unlike sum, always adds in order (sum may add pairwise), so the total
-        # is sklearn's `proba += tree_proba` in estimator order to the bit.
-        proba = np.add.accumulate(leaf_values, axis=0)[-1]
-        proba /= len(self._trees)
-        return proba
-
-    def _proba_per_tree(self, X32: np.ndarray) -> np.ndarray:
-        """Each tree's Cython predict, summed in order: sklearn's arithmetic, not its overhead."""
-        proba = np.zeros((X32.shape[0], len(self.classes_)), dtype=np.float64)
-        for tree in self._trees:
-            proba += tree.predict(X32)
-        proba /= len(self._trees)
+        X = float32_rounded(X, allows_nan=self._allows_nan)
+        # sklearn's `proba += tree_proba` from zeros in estimator order, then `/=` the count.
+        proba = summed_leaves(self._flat, X, self._no_votes, 1.0)
+        proba /= self.n_trees
         return proba
 
 

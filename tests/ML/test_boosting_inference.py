@@ -21,7 +21,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from threadpoolctl import threadpool_limits
 
-from ML import boosting_inference
 from ML.boosting_inference import CompiledGradientBoosting, CompiledHistGradientBoosting
 from ML.datasets import Dataset, DatasetLimits, read_labelled_csv
 from ML.estimators import ESTIMATORS
@@ -47,15 +46,6 @@ def one_thread() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(params=["auto", "vectorised", "sklearn"])
-def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with the batch-size choice, or with one strategy forced for every batch."""
-    limits = {"vectorised": 10**12, "sklearn": -1}
-    if request.param in limits:
-        monkeypatch.setattr(boosting_inference, "VECTORISED_MAX_ROW_LEVELS", limits[request.param])
-    return str(request.param)
-
-
 def ten_classes() -> tuple[np.ndarray, np.ndarray]:
     """Ten classes: softmax's row sums then add pairwise in numpy, where layout matters."""
     features, labels = make_classification(
@@ -66,9 +56,10 @@ def ten_classes() -> tuple[np.ndarray, np.ndarray]:
 
 
 def split_thresholds(compiled: Compiled, n_features: int) -> list[np.ndarray]:
-    flat = compiled._flat
-    is_split = flat.children[0::2] != np.arange(len(flat.feature))
-    return [np.unique(flat.threshold[is_split & (flat.feature == f)]) for f in range(n_features)]
+    nodes = compiled._flat.nodes
+    is_split = nodes["left"] != np.arange(len(nodes))
+    feature, threshold = nodes["feature"], nodes["threshold"]
+    return [np.unique(threshold[is_split & (feature == f)]) for f in range(n_features)]
 
 
 def probe_rows(
@@ -134,7 +125,7 @@ def fitted_boosting(case: int) -> tuple[Any, np.ndarray]:
 
 @pytest.mark.parametrize("case", range(len(BOOSTING_CASES)))
 @pytest.mark.parametrize("n_rows", BATCH_SIZES)
-def test_compiled_boosting_matches_sklearn(case: int, n_rows: int, strategy: str) -> None:
+def test_compiled_boosting_matches_sklearn(case: int, n_rows: int) -> None:
     estimator, features = fitted_boosting(case)
     compiled = compiled_model(estimator)
     rows = probe_rows(features, compiled, n_rows, seed=case * 1000 + n_rows)
@@ -145,9 +136,7 @@ def test_compiled_boosting_matches_sklearn(case: int, n_rows: int, strategy: str
 
 
 @pytest.mark.parametrize("nan_in_training", [False, True])
-def test_compiled_hist_gradient_boosting_routes_nan_like_sklearn(
-    nan_in_training: bool, strategy: str
-) -> None:
+def test_compiled_hist_gradient_boosting_routes_nan_like_sklearn(nan_in_training: bool) -> None:
     for name in ("c2-int", "c3-str"):
         features, labels = dataset(name)
         features = features.copy()
@@ -181,9 +170,7 @@ def categorical_data(classes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("classes", [2, 3])
-def test_compiled_hist_gradient_boosting_categorical_splits_match_sklearn(
-    classes: int, strategy: str
-) -> None:
+def test_compiled_hist_gradient_boosting_categorical_splits_match_sklearn(classes: int) -> None:
     features, labels = categorical_data(classes)
     estimator = HGB(max_iter=30, categorical_features=[0], random_state=0).fit(features, labels)
     compiled = compiled_model(estimator)

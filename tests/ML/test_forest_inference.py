@@ -24,7 +24,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
-from ML import forest_inference
 from ML.config import PROJECT_DIR
 from ML.forest_inference import CompiledForest, CompiledPipeline
 
@@ -125,15 +124,6 @@ def assert_same_as_sklearn(
     assert np.array_equal(labels, expected_labels)
 
 
-@pytest.fixture(params=["auto", "vectorised", "per_tree"])
-def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with the batch-size choice, or with one strategy forced for every batch."""
-    limits = {"vectorised": 10**12, "per_tree": -1}
-    if request.param in limits:
-        monkeypatch.setattr(forest_inference, "VECTORISED_MAX_ROW_LEVELS", limits[request.param])
-    return str(request.param)
-
-
 # ---------------------------------------------------------------------------------------------
 # CompiledForest
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +157,7 @@ def fitted_forest(case: int) -> tuple[Any, np.ndarray]:
 
 @pytest.mark.parametrize("case", range(len(FOREST_CASES)))
 @pytest.mark.parametrize("n_rows", BATCH_SIZES)
-def test_compiled_forest_matches_sklearn(case: int, n_rows: int, strategy: str) -> None:
+def test_compiled_forest_matches_sklearn(case: int, n_rows: int) -> None:
     estimator, features = fitted_forest(case)
     compiled = CompiledForest.compile(estimator)
     assert compiled is not None
@@ -192,7 +182,7 @@ def test_compiled_forest_matches_sklearn(case: int, n_rows: int, strategy: str) 
 )
 @pytest.mark.parametrize("nan_in_training", [False, True])
 def test_compiled_forest_routes_nan_like_sklearn(
-    build: Callable[[], Any], nan_in_training: bool, strategy: str
+    build: Callable[[], Any], nan_in_training: bool
 ) -> None:
     features, labels = dataset("c3-int")
     features = features.copy()
@@ -276,22 +266,6 @@ def test_compiled_forest_returns_none_for_multi_output() -> None:
     assert CompiledForest.compile(tree) is None
 
 
-def test_ordered_accumulation_is_what_sklearn_does() -> None:
-    """Why proba is an add.accumulate, not a sum: sum may add pairwise, sklearn adds in order."""
-    rng = np.random.default_rng(0)
-    for shape in [(100, 1, 1), (257, 1, 1), (100, 1, 3), (7, 64, 2), (100, 1024, 7)]:
-        values = rng.random(shape)
-        in_order = np.zeros(shape[1:])
-        for tree_values in values:
-            in_order += tree_values
-        assert np.array_equal(np.add.accumulate(values, axis=0)[-1], in_order)
-    # One big value then many tiny ones: added in order each tiny one is lost; numpy's
-    # pairwise sum (used when the reduction runs along the inner loop) keeps some of them.
-    lopsided = np.array([1.0] + [1e-16] * 99).reshape(100, 1, 1)
-    assert np.add.accumulate(lopsided, axis=0)[-1, 0, 0] == 1.0
-    assert lopsided.sum(axis=0)[0, 0] != 1.0
-
-
 # ---------------------------------------------------------------------------------------------
 # CompiledPipeline
 # ---------------------------------------------------------------------------------------------
@@ -370,7 +344,7 @@ def sklearn_frame(rows: np.ndarray, feature_names: list[str]) -> pd.DataFrame:
 
 @pytest.mark.parametrize("case", range(len(PIPELINE_CASES)))
 @pytest.mark.parametrize("n_rows", BATCH_SIZES)
-def test_fast_pipeline_matches_sklearn(case: int, n_rows: int, strategy: str) -> None:
+def test_fast_pipeline_matches_sklearn(case: int, n_rows: int) -> None:
     pipeline, frame = fitted_pipeline(case)
     fast = CompiledPipeline.compile(pipeline)
     assert fast is not None
