@@ -183,3 +183,31 @@ def test_text_labels_against_a_numeric_model_are_a_clear_error(small_model: Serv
     for scores in Scores:
         with pytest.raises(InvalidDataset, match="labels in the CSV are text"):
             evaluate_csv(small_model, io.BytesIO(b"a,b,y\n1,2,cat\n"), "y", LIMITS, scores)
+
+
+# Cells of only "0-9.+-" that float() refuses, or that are too long to be short decimals: the
+# one-pass conversion steps aside for each, and the answer is still the checked reader's.
+ODD_DECIMAL_CASES = {
+    b"a,b,y\n1-2,2,0\n3,4,1\n": False,
+    b"a,b,y\n+,2,0\n3,4,1\n": False,
+    b"a,b,y\n.,2,0\n3,4,1\n": False,
+    b"a,b,y\n1.2.3,2,0\n3,4,1\n": False,
+    b"a,b,y\n--1,2,0\n3,4,1\n": False,
+    b"a,b,y\n12345678901234567,2,0\n3,4,1\n": False,
+    b"a,b,y\n-123456789.012345,2,0\n3,4,1\n": True,  # 17 characters with the sign
+    b"a,b,y\n+.5,-5.,0\n,4,1\n": True,  # a missing cell among them
+}
+
+
+@pytest.mark.parametrize("content", list(ODD_DECIMAL_CASES))
+def test_odd_decimals_read_as_the_checked_reader_reads_them(
+    small_model: ServedModel, content: bytes
+) -> None:
+    fast, checked = read_both(small_model, content, "y")
+    if isinstance(checked[0], type):
+        assert fast == checked
+    else:
+        np.testing.assert_array_equal(fast[0], checked[0])
+        assert fast[1].tolist() == checked[1].tolist()
+    is_plain = read_plain_evaluation_csv(content, "y", small_model.schema, LIMITS) is not None
+    assert is_plain == ODD_DECIMAL_CASES[content]
