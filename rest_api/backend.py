@@ -171,9 +171,9 @@ class Backend:
         """The current version of `name` and its `scores` on a labelled CSV.
 
         A CSV held in memory (an io.BytesIO, as /get_prediction's plain form gives it) of at
-        most INLINE_EVALUATION_MAX_BYTES, for a compiled model, is evaluated on the event loop:
-        the hop to the thread pool and back costs more than such an evaluation. Anything else
-        (a spooled upload, a larger file, a scikit-learn pipeline) runs in the thread pool.
+        most INLINE_EVALUATION_MAX_BYTES, for a compiled model, is evaluated on the event loop;
+        anything else (a spooled upload, a larger file, a scikit-learn pipeline) in the thread
+        pool. The threshold is 0 for now: every evaluation takes the pool (see below).
         """
         model = await self.served_model(name)
         limits = self.settings.dataset_limits()
@@ -186,9 +186,13 @@ class Backend:
 
 
 # The largest in-memory CSV evaluated on the event loop rather than in the thread pool; 0 sends
-# every evaluation to the pool. Under wrk (c=64, 10 s, /get_prediction with the 1.4 kB test.csv)
-# the loop answered FIXME.
-INLINE_EVALUATION_MAX_BYTES = 16 << 10
+# every evaluation to the pool. On the loop, /get_prediction with test.csv costs 7% fewer
+# instructions (3.68 M against 3.94 M, the pool hop and its wake-ups; testing/
+# edge_instructions.py --workload get_prediction), yet under wrk (c=64, 10 s, load average 3-5
+# from other work) the pool answered 542 req/s and the loop 295: the forest's walk (2.7 M
+# instructions) then blocks the loop. Measure again (16 << 10 is the candidate) once the walk
+# is cheap, on a quiet machine.
+INLINE_EVALUATION_MAX_BYTES = 0
 
 
 def _in_memory_size(source: BinaryIO) -> float:

@@ -19,7 +19,8 @@ from sklearn.metrics import accuracy_score
 from ML.config import Settings
 from ML.datasets import DatasetLimits, read_evaluation_csv
 from ML.features import Feature
-from rest_api.backend import INLINE_EVALUATION_MAX_BYTES, _in_memory_size
+from rest_api import backend as backend_module
+from rest_api.backend import _in_memory_size
 
 
 @pytest.fixture
@@ -144,16 +145,22 @@ def test_every_form_gets_the_answer_fastapi_gives(
     assert answer.status_code == 413
 
 
+@pytest.mark.parametrize("inline_max_bytes", [0, 16 << 10])
 def test_evaluation_on_the_loop_and_in_the_pool_answer_alike(
-    client: TestClient, iris_train_csv: Path, iris_test_csv: Path
+    client: TestClient,
+    iris_train_csv: Path,
+    iris_test_csv: Path,
+    inline_max_bytes: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A plain form's CSV up to INLINE_EVALUATION_MAX_BYTES is evaluated on the event loop, a
-    larger one (and any upload FastAPI spools) in the thread pool: the same answers."""
+    larger one (and any upload FastAPI spools) in the thread pool: the same answers, whichever
+    the threshold."""
+    monkeypatch.setattr(backend_module, "INLINE_EVALUATION_MAX_BYTES", inline_max_bytes)
     assert post_csv(client, "/train_model", iris_train_csv)["status"] == 200
     header, _, rows = iris_test_csv.read_bytes().partition(b"\n")
     small = header + b"\n" + rows
-    large = header + b"\n" + rows * (INLINE_EVALUATION_MAX_BYTES // len(rows) + 1)
-    assert len(small) <= INLINE_EVALUATION_MAX_BYTES < len(large)
+    large = header + b"\n" + rows * ((16 << 10) // len(rows) + 1)
     answers = []
     for csv in (small, large):
         target = ("target_variable", None, b"species")
