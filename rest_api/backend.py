@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -168,16 +170,36 @@ class Backend:
     ) -> tuple[ServedModel, dict[str, Any]]:
         """The current version of `name` and its `scores` on a labelled CSV.
 
-        In the thread pool even for a 45-row file. Evaluating on the event loop costs less CPU
-        per request (0.6-0.8 ms less, all threads counted, in process), yet under wrk on a
-        loaded machine the pool answered /get_prediction 2.2-3.2x faster; unmeasured on a
-        quiet one (docs/benchmarks.md, `fastcompat`).
+        A CSV held in memory (an io.BytesIO, as /get_prediction's plain form gives it) of at
+        most INLINE_EVALUATION_MAX_BYTES, for a compiled model, is evaluated on the event loop;
+        anything else (a spooled upload, a larger file, a scikit-learn pipeline) in the thread
+        pool. The threshold is 0 for now: every evaluation takes the pool (see below).
         """
         model = await self.served_model(name)
+        limits = self.settings.dataset_limits()
+        if model.compiled is not None and _in_memory_size(source) <= INLINE_EVALUATION_MAX_BYTES:
+            return model, evaluate_csv(model, source, target_variable, limits, scores)
         metrics = await run_in_threadpool(
-            evaluate_csv, model, source, target_variable, self.settings.dataset_limits(), scores
+            evaluate_csv, model, source, target_variable, limits, scores
         )
         return model, metrics
+
+
+# The largest in-memory CSV evaluated on the event loop rather than in the thread pool; 0 sends
+# every evaluation to the pool. On the loop, /get_prediction with test.csv costs 7% fewer
+# instructions (3.68 M against 3.94 M, the pool hop and its wake-ups; testing/
+# edge_instructions.py --workload get_prediction), yet under wrk (c=64, 10 s, load average 3-5
+# from other work) the pool answered 542 req/s and the loop 295: the forest's walk (2.7 M
+# instructions) then blocks the loop. Measure again (16 << 10 is the candidate) once the walk
+# is cheap, on a quiet machine.
+INLINE_EVALUATION_MAX_BYTES = 0
+
+
+def _in_memory_size(source: BinaryIO) -> float:
+    """The bytes left to read in an io.BytesIO; infinity for any other file."""
+    if not isinstance(source, io.BytesIO):
+        return math.inf
+    return source.getbuffer().nbytes - source.tell()
 
 
 def open_job_runner(settings: Settings, jobs: JobRecords) -> JobRunner:

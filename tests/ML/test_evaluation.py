@@ -125,6 +125,10 @@ PLAIN_CASES = [
     b"\xef\xbb\xbfa,b,y\r\n1,2,0\r\n3,4,1\r\n",  # BOM and CRLF
     b"a,b,y\n5.,.5,0\n+1,-0,1\n,NA,1\n",  # decimal forms and missing cells
     b"a,b,y\n1,2,0\n3,4,1",  # no final line end
+    # Cells the one float() pass steps aside for (a sign beyond 16 characters, a missing
+    # cell), read cell by cell:
+    b"a,b,y\n-123456789.012345,2,0\n3,4,1\n",
+    b"a,b,y\n+.5,-5.,0\n,4,1\n",
 ]
 GENERAL_CASES = [
     b"a,b,y\n1,2,01\n3,4,1\n",  # pandas reads 01 as the number 1
@@ -145,6 +149,13 @@ GENERAL_CASES = [
     b"a,b\n1,2\n",
     b"a,b,y\n1,2,cat\r3,4,dog\n",
     b"a,b,y\n1,2,\xff\n",
+    # Only "0-9.+-", yet no decimal, or too long for one:
+    b"a,b,y\n1-2,2,0\n3,4,1\n",
+    b"a,b,y\n+,2,0\n3,4,1\n",
+    b"a,b,y\n.,2,0\n3,4,1\n",
+    b"a,b,y\n1.2.3,2,0\n3,4,1\n",
+    b"a,b,y\n--1,2,0\n3,4,1\n",
+    b"a,b,y\n12345678901234567,2,0\n3,4,1\n",
 ]
 
 

@@ -7,6 +7,7 @@ where /train_model waits for a Celery job.
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from sklearn.metrics import accuracy_score
 from ML.config import Settings
 from ML.datasets import DatasetLimits, read_evaluation_csv
 from ML.features import Feature
+from rest_api import backend as backend_module
+from rest_api.backend import _in_memory_size
 
 
 @pytest.fixture
@@ -140,3 +143,43 @@ def test_every_form_gets_the_answer_fastapi_gives(
     two_files = form_body([target, ("csv_file", "a.csv", csv), ("more", "b.csv", csv)])
     answer = client.post("/get_prediction", content=two_files, headers={"content-type": PLAIN_FORM})
     assert answer.status_code == 413
+
+
+@pytest.mark.parametrize("inline_max_bytes", [0, 16 << 10])
+def test_evaluation_on_the_loop_and_in_the_pool_answer_alike(
+    client: TestClient,
+    iris_train_csv: Path,
+    iris_test_csv: Path,
+    inline_max_bytes: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain form's CSV up to INLINE_EVALUATION_MAX_BYTES is evaluated on the event loop, a
+    larger one (and any upload FastAPI spools) in the thread pool: the same answers, whichever
+    the threshold."""
+    monkeypatch.setattr(backend_module, "INLINE_EVALUATION_MAX_BYTES", inline_max_bytes)
+    assert post_csv(client, "/train_model", iris_train_csv)["status"] == 200
+    header, _, rows = iris_test_csv.read_bytes().partition(b"\n")
+    small = header + b"\n" + rows
+    large = header + b"\n" + rows * ((16 << 10) // len(rows) + 1)
+    answers = []
+    for csv in (small, large):
+        target = ("target_variable", None, b"species")
+        for parts in ([target, ("csv_file", "t.csv", csv)], [("csv_file", "t.csv", csv), target]):
+            answer = client.post(
+                "/get_prediction", content=form_body(parts), headers={"content-type": PLAIN_FORM}
+            )
+            answers.append((answer.status_code, answer.json()))
+    assert answers[0][0] == 200 and answers.count(answers[0]) == 4, answers
+    bad = form_body([("target_variable", None, b"nope"), ("csv_file", "t.csv", small)])
+    answer = client.post("/get_prediction", content=bad, headers={"content-type": PLAIN_FORM})
+    assert answer.status_code == 422 and "no column 'nope'" in answer.json()["output"]
+
+
+def test_only_an_in_memory_csv_has_a_size_for_the_loop(tmp_path: Path) -> None:
+    buffer = io.BytesIO(b"a,b\n1,2\n")
+    buffer.read(4)
+    assert _in_memory_size(buffer) == 4
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    with path.open("rb") as file:
+        assert _in_memory_size(file) == math.inf

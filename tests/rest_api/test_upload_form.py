@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from rest_api.upload_form import UploadForm, read_plain_form
+from rest_api.upload_form import UploadForm, _parsed_parts, _split_parts, read_plain_form
 from testing.fastml_api import multipart_body
 
 CSV = b"a,b,species\n1,2,x\n3,4,y\n"
@@ -84,3 +84,49 @@ def test_the_plain_form_in_either_order() -> None:
 )
 def test_anything_else_is_left_to_fastapi(content_type: bytes | None, body: bytes) -> None:
     assert read_plain_form(content_type, body) is None
+
+
+# Bodies around the plain shape: the split must give python-multipart's parts or step aside.
+ODD_BODIES = [
+    TARGET + FILE + END,
+    TARGET + FILE + b"--B--",
+    TARGET + FILE + b"--B--\r\nepilogue",
+    TARGET + FILE + b"--B--\r\n--B\r\n",
+    b"\r\n" + TARGET + FILE + END,
+    TARGET + FILE.replace(b"--B\r\n", b"--B \t\r\n") + END,  # padding after a delimiter
+    TARGET.replace(b"species", b"spe\r\n--Bcies") + FILE + END,
+    TARGET.replace(b"species", b"spe\r\n--B--cies") + FILE + END,
+    TARGET.replace(b"species", b"spe\r\n\r\ncies") + FILE + END,
+    TARGET.replace(b"Content-Disposition: ", b"content-disposition:   ") + FILE + END,
+    TARGET.replace(b"Content-Disposition: ", b"Content-Disposition : ") + FILE + END,
+    TARGET.replace(b"Content-Disposition", b"X-Other: 1\r\nContent-Disposition") + FILE + END,
+    TARGET.replace(b"\r\n\r\n", b"\r\nContent-Type: text/plain\r\n\r\n") + FILE + END,
+    TARGET.replace(b'name="target_variable"', b'name="target_variable"\rx') + FILE + END,
+    TARGET.replace(b'name="target_variable"', b'name="target_variable"\nx') + FILE + END,
+    TARGET.replace(b"Content-Disposition: ", b"Content-Disposition: " + b"x" * 2000) + FILE + END,
+    b"--B\r\n\r\nspecies\r\n" + FILE + END,
+    b"--B\r\n\r\n\r\nspecies\r\n" + FILE + END,
+    TARGET + FILE + b"--B-",
+    TARGET + FILE[:-2] + END,
+]
+
+
+@pytest.mark.parametrize("body", ODD_BODIES)
+def test_the_split_gives_the_parsers_parts_or_steps_aside(body: bytes) -> None:
+    split, parsed = _split_parts(b"B", body), _parsed_parts(b"B", body)
+    if split is not None:
+        assert parsed is not None
+        assert split == [(disposition, bytes(data)) for disposition, data in parsed]
+    assert _split_parts(b"B", TARGET + FILE + END) is not None  # the plain body takes the split
+
+
+def test_every_cut_of_a_plain_body_reads_as_the_parser_reads_it() -> None:
+    # Each byte removed or doubled: wherever the split answers, it is the parser's answer.
+    body = TARGET + FILE + END
+    bodies = [body[:i] + body[i + 1 :] for i in range(len(body))]
+    bodies += [body[:i] + body[i : i + 1] * 2 + body[i + 1 :] for i in range(len(body))]
+    for odd in bodies:
+        split, parsed = _split_parts(b"B", odd), _parsed_parts(b"B", odd)
+        if split is not None:
+            assert parsed is not None
+            assert split == [(disposition, bytes(data)) for disposition, data in parsed]
