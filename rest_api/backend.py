@@ -173,7 +173,7 @@ class Backend:
         A CSV held in memory (an io.BytesIO, as /get_prediction's plain form gives it) of at
         most INLINE_EVALUATION_MAX_BYTES, for a compiled model, is evaluated on the event loop;
         anything else (a spooled upload, a larger file, a scikit-learn pipeline) in the thread
-        pool. The threshold is 0 for now: every evaluation takes the pool (see below).
+        pool (see INLINE_EVALUATION_MAX_BYTES for why).
         """
         model = await self.served_model(name)
         limits = self.settings.dataset_limits()
@@ -185,14 +185,14 @@ class Backend:
         return model, metrics
 
 
-# The largest in-memory CSV evaluated on the event loop rather than in the thread pool; 0 sends
-# every evaluation to the pool. On the loop, /get_prediction with test.csv costs 7% fewer
-# instructions (3.68 M against 3.94 M, the pool hop and its wake-ups; testing/
-# edge_instructions.py --workload get_prediction), yet under wrk (c=64, 10 s, load average 3-5
-# from other work) the pool answered 542 req/s and the loop 295: the forest's walk (2.7 M
-# instructions) then blocks the loop. Measure again (16 << 10 is the candidate) once the walk
-# is cheap, on a quiet machine.
-INLINE_EVALUATION_MAX_BYTES = 0
+# The largest in-memory CSV evaluated on the event loop rather than in the thread pool (0 would
+# send every evaluation to the pool). /get_prediction's 45-row test.csv on a 100-tree forest,
+# wrk at c=64 on a quiet 2-core machine, same run: 2,143-2,306 req/s on the loop against
+# 1,129-1,302 in the pool (docs/benchmarks.md, session 6): with the forest's walk compiled
+# (ML/tree_walk.py) that evaluation is ~0.35 ms in process, and the pool hop costs more than it
+# saves. 4 KiB (~160 iris rows) holds the loop ~0.85 ms; 16 KiB would hold it ~2 ms, delaying
+# every other request of the worker.
+INLINE_EVALUATION_MAX_BYTES = 4 << 10
 
 
 def _in_memory_size(source: BinaryIO) -> float:
