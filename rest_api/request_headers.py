@@ -20,7 +20,4 @@ def request_headers(scope: Scope) -> dict[bytes, bytes]:
 
 def first_header(scope: Scope, name: bytes) -> bytes | None:
     """The first value of header `name` (lower case), or None, as Starlette's Headers reads it."""
-    headers: dict[bytes, bytes] | None = scope.get(HEADERS_SCOPE_KEY)
-    if headers is None:
-        headers = scope[HEADERS_SCOPE_KEY] = dict(reversed(scope["headers"]))
-    return headers.get(name)
+    return request_headers(scope).get(name)
